@@ -1,0 +1,41 @@
+"""hf-remote-vae-toolkit: decode (and encode) diffusion latents on someone else's GPU."""
+
+from setuptools import find_packages, setup
+
+INSTALL_REQUIRES = [
+    "torch>=2.4",
+    "diffusers>=0.32",
+    "starlette>=0.40",
+    "uvicorn>=0.30",
+    "safetensors>=0.4",
+    "pillow>=10.0",
+    "numpy>=1.24",
+    "requests>=2.31",
+    "httpx>=0.27",
+    "huggingface_hub>=0.24",
+    "prometheus-client>=0.20",
+    "tqdm>=4.66",
+]
+
+EXTRAS = {
+    "video": ["av>=12.0"],
+    "bench": ["matplotlib>=3.8"],
+    "test": ["av>=12.0", "pytest>=8.0", "pytest-timeout>=2.3", "matplotlib>=3.8"],
+    "dev": ["ruff>=0.6", "mypy>=1.10"],
+}
+EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
+
+setup(
+    name="hf-remote-vae-toolkit",
+    version="0.1.0",
+    description="A remote VAE server (Inference Endpoints handler contract + tensor bodies), handlers, client and CLI",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    package_dir={"": "src"},
+    packages=find_packages("src"),
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["hf-remote-vae=hf_remote_vae_toolkit.cli:main"]},
+)

@@ -1,0 +1,42 @@
+"""The ``hf-remote-vae`` command: serve | init-repo | decode | encode.
+
+Each subcommand lives beside the code it drives and contributes ``add_parser(subparsers)``;
+this module only assembles them, importing lazily so ``--help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+# subcommand module -> the module that defines add_parser(subparsers), which sets func=run(args)->int
+_SUBCOMMANDS = (
+    "hf_remote_vae_toolkit.server.cli",
+    "hf_remote_vae_toolkit.vae.repo",
+    "hf_remote_vae_toolkit.client.cli",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="hf-remote-vae", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in _SUBCOMMANDS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # not written yet
+                continue
+            raise
+        module.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

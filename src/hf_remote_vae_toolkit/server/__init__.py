@@ -1,0 +1,1 @@
+"""The server: the Inference Endpoints handler contract, extended with binary tensor bodies."""
