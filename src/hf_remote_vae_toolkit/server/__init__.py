@@ -1,1 +1,5 @@
 """The server: the Inference Endpoints handler contract, extended with binary tensor bodies."""
+
+from .output import Output
+
+__all__ = ["Output"]
