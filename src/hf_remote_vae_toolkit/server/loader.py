@@ -1,0 +1,115 @@
+"""Finding and loading the handler, as the Inference Endpoints contract says.
+
+``HF_MODEL_DIR/handler.py`` -> ``EndpointHandler(path)``; the legacy ``pipeline.py`` ->
+``PreTrainedPipeline(path)``. The model directory goes on ``sys.path`` first so a handler can
+import its sibling modules. With ``HF_MODEL_ID`` the repo is downloaded into the model directory
+when that directory is empty.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..settings import Settings
+
+__all__ = ["HandlerLoadError", "ensure_model_dir", "find_handler_file", "load_handler"]
+
+log = logging.getLogger("hf_remote_vae_toolkit")
+
+_LEGACY = ("pipeline.py", "PreTrainedPipeline")
+
+
+class HandlerLoadError(RuntimeError):
+    """The handler could not be found or built; ``hint`` says what to fix in one line."""
+
+    def __init__(self, message: str, hint: str) -> None:
+        super().__init__(message)
+        self.hint = hint
+
+
+def ensure_model_dir(settings: Settings) -> Path:
+    """The model directory, downloading ``HF_MODEL_ID`` into it first when it is empty."""
+    path = Path(settings.model_dir)
+    empty = not path.exists() or not any(path.iterdir())
+    if settings.model_id and empty:
+        from huggingface_hub import snapshot_download
+
+        log.info("Downloading %s@%s into %s", settings.model_id, settings.revision, path)
+        path.mkdir(parents=True, exist_ok=True)
+        try:
+            snapshot_download(
+                repo_id=settings.model_id,
+                revision=settings.revision,
+                token=settings.hub_token,
+                local_dir=str(path),
+            )
+        except Exception as exc:
+            raise HandlerLoadError(
+                f"could not download {settings.model_id}@{settings.revision}: {exc}",
+                "check HF_MODEL_ID / HF_REVISION, network access, and HF_HUB_TOKEN for private repos",
+            ) from exc
+    if not path.is_dir():
+        raise HandlerLoadError(
+            f"model directory {path} does not exist",
+            "set HF_MODEL_DIR (or --model-dir) to a directory holding handler.py, or set HF_MODEL_ID",
+        )
+    return path
+
+
+def find_handler_file(model_dir: Path, pipeline_name: str = "handler.py") -> tuple[Path, str]:
+    """(file, class name) of the custom handler in ``model_dir``."""
+    custom = model_dir / pipeline_name
+    if custom.is_file():
+        return custom, "EndpointHandler"
+    legacy = model_dir / _LEGACY[0]
+    if legacy.is_file():
+        return legacy, _LEGACY[1]
+    raise HandlerLoadError(
+        f"no {pipeline_name} (or legacy {_LEGACY[0]}) in {model_dir}",
+        f"put a {pipeline_name} defining `class EndpointHandler` in the model directory "
+        "(`hf-remote-vae init-repo NAME --out DIR` writes one)",
+    )
+
+
+def load_handler(settings: Settings, model_dir: Path | None = None) -> Any:
+    """Import the handler file and build the handler with the model directory as a string."""
+    model_dir = model_dir or ensure_model_dir(settings)
+    log.info("Initializing model from directory:%s", model_dir)
+    handler_file, class_name = find_handler_file(model_dir, settings.default_pipeline_name)
+    log.info("Found custom pipeline at %s", handler_file)
+    if str(model_dir) not in sys.path:
+        sys.path.insert(0, str(model_dir))
+    module_name = f"_hf_handler_{abs(hash(str(handler_file)))}"
+    spec = importlib.util.spec_from_file_location(module_name, handler_file)
+    if spec is None or spec.loader is None:  # pragma: no cover - only for unreadable files
+        raise HandlerLoadError(f"cannot import {handler_file}", "check the file is a readable Python module")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except Exception as exc:
+        sys.modules.pop(module_name, None)
+        raise HandlerLoadError(
+            f"importing {handler_file} failed: {exc!r}",
+            f"fix the error in {handler_file.name} or install what it imports (requirements.txt)",
+        ) from exc
+    cls = getattr(module, class_name, None)
+    if cls is None:
+        raise HandlerLoadError(
+            f"{handler_file} defines no `{class_name}`",
+            f"define `class {class_name}` with __init__(self, path) and __call__(self, data)",
+        )
+    try:
+        handler = cls(os.fspath(model_dir))
+    except Exception as exc:
+        raise HandlerLoadError(
+            f"{class_name}({str(model_dir)!r}) raised {exc!r}",
+            f"fix {class_name}.__init__ or the files it loads from {model_dir} (weights, config.json)",
+        ) from exc
+    log.info("Model initialized successfully")
+    return handler
