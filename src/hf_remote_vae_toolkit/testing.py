@@ -29,7 +29,11 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    model_dir: str | os.PathLike[str] | None = None, *, handler: Any = None, startup_timeout: float = 120.0, **overrides: Any
+    model_dir: str | os.PathLike[str] | None = None,
+    *,
+    handler: Any = None,
+    startup_timeout: float = 120.0,
+    **overrides: Any,
 ) -> Iterator[str]:
     """Serve ``model_dir`` (or an already-built ``handler``) on loopback; yield the base URL.
 

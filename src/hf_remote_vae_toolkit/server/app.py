@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import time
 import traceback
 import uuid
@@ -195,7 +196,9 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
         metrics.bytes_in.inc(len(body))
         query = protocol.parse_query(request.query_params.multi_items())
         scheduler: Scheduler = request.app.state.scheduler
-        data = await run_in_threadpool(_prepare, scheduler.handler, request.headers.get("content-type"), body, query, accept)
+        data = await run_in_threadpool(
+            _prepare, scheduler.handler, request.headers.get("content-type"), body, query, accept
+        )
         del body
         job = scheduler.submit(data)
         result = await _wait(request, scheduler, job, settings.request_timeout_s)
@@ -269,7 +272,9 @@ async def _wait(request: Request, scheduler: Scheduler, job: Any, timeout: float
         return result.result()
     scheduler.cancel(job)
     if gone in done:
-        log.info("client left before its answer was ready; %s", "dropped from the queue" if not job.started else "discarded")
+        log.info(
+            "client left before its answer was ready; %s", "dropped from the queue" if not job.started else "discarded"
+        )
         raise _ClientGone()
     raise RequestTimeout(f"the request took longer than REQUEST_TIMEOUT_S ({timeout:g} s)")
 
@@ -288,7 +293,7 @@ def _check_auth(request: Request, settings: Settings) -> None:
 def _error_response(exc: ServiceError) -> Response:
     headers = dict(exc.headers)
     if exc.retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(round(exc.retry_after))))
+        headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
     return JSONResponse(protocol.error_body(exc.message), status_code=exc.status_code, headers=headers)
 
 

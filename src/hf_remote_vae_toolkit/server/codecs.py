@@ -132,7 +132,8 @@ def decode_request(content_type: str | None, body: bytes, query: Query) -> dict[
     if "shape" in query and "dtype" in query:
         return _decode_tensor_binary(body, query)
     raise UnsupportedMediaType(
-        f"unsupported Content-Type {kind!r}; expected application/json, image/*, audio/*, tensor/binary or tensor/base64"
+        f"unsupported Content-Type {kind!r}; "
+        "expected application/json, image/*, audio/*, tensor/binary or tensor/base64"
     )
 
 

@@ -23,7 +23,11 @@ class Metrics:
         self.in_flight = Gauge("hf_vae_requests_in_flight", "Requests being handled (queued or running)", registry=r)
         self.requests = Counter("hf_vae_requests", "Requests answered, by status", ["method", "status"], registry=r)
         self.latency = Histogram(
-            "hf_vae_request_duration_seconds", "Request time end to end", ["route"], buckets=_LATENCY_BUCKETS, registry=r
+            "hf_vae_request_duration_seconds",
+            "Request time end to end",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
         )
         self.queue_wait = Histogram(
             "hf_vae_queue_wait_seconds", "Time from admission to start of work", buckets=_LATENCY_BUCKETS, registry=r
@@ -31,7 +35,9 @@ class Metrics:
         self.handler_time = Histogram(
             "hf_vae_handler_seconds", "Time inside the handler per batch", buckets=_LATENCY_BUCKETS, registry=r
         )
-        self.batch_size = Histogram("hf_vae_batch_size", "Requests per handler call", buckets=_BATCH_BUCKETS, registry=r)
+        self.batch_size = Histogram(
+            "hf_vae_batch_size", "Requests per handler call", buckets=_BATCH_BUCKETS, registry=r
+        )
         self.bytes_in = Counter("hf_vae_request_bytes", "Request body bytes", registry=r)
         self.bytes_out = Counter("hf_vae_response_bytes", "Response body bytes", registry=r)
         self.tiled = Counter("hf_vae_tiled", "Requests decoded with tiling", registry=r)

@@ -267,14 +267,16 @@ class Scheduler:
                 outputs = list(handler.call_batch([job.data for job in batch]))
                 if len(outputs) != len(batch):
                     raise RuntimeError(f"call_batch returned {len(outputs)} outputs for {len(batch)} requests")
-        except BaseException as exc:  # noqa: BLE001 - every error must reach its request
+        except BaseException as exc:
             self.metrics.batch_current_size.set(0)
             if is_out_of_memory(exc):
                 self.metrics.oom.inc()
                 _empty_cuda_cache()
                 if allow_split and len(batch) > 1:
                     half = len(batch) // 2
-                    log.warning("CUDA out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half)
+                    log.warning(
+                        "CUDA out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half
+                    )
                     self._run(handler, batch[:half], allow_split=False)
                     self._run(handler, batch[half:], allow_split=False)
                     return

@@ -49,7 +49,13 @@ def _sd_like(latent_channels: int, quant: bool, scaling: float, shift: float | N
 
 def _sd_tiny(full: dict[str, Any]) -> dict[str, Any]:
     # Four blocks keep the 8x factor (three down-samplings); 8..16 channels keep it fast.
-    return {**full, "block_out_channels": [8, 8, 16, 16], "layers_per_block": 1, "norm_num_groups": 4, "sample_size": 64}
+    return {
+        **full,
+        "block_out_channels": [8, 8, 16, 16],
+        "layers_per_block": 1,
+        "norm_num_groups": 4,
+        "sample_size": 64,
+    }
 
 
 @dataclass(frozen=True)
