@@ -1,0 +1,66 @@
+"""``remote_encode``: diffusers' function, same arguments and result, with contiguous bytes that stay alive."""
+
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import requests
+import torch
+from PIL import Image
+
+from ..protocol import dtype_name, tensor_from_response, tensor_to_bytes
+from ._http import RetriesArg, TimeoutArg, TokenArg, post
+
+__all__ = ["remote_encode", "prepare_encode"]
+
+
+def prepare_encode(
+    image: torch.Tensor | Image.Image, scaling_factor: float | None = None, shift_factor: float | None = None
+) -> dict[str, Any]:
+    """The request the reference client sends: no ``Content-Type`` (the server tells a tensor body
+    by ``shape``/``dtype`` in the query), a PNG for a PIL image."""
+    params: dict[str, Any] = {}
+    if scaling_factor is not None:
+        params["scaling_factor"] = scaling_factor
+    if shift_factor is not None:
+        params["shift_factor"] = shift_factor
+    if isinstance(image, torch.Tensor):
+        # tensor_to_bytes returns an owned copy of the C-contiguous data; the reference reads the
+        # buffer of a temporary ``.contiguous()`` copy that may already be freed.
+        data = tensor_to_bytes(image)
+        params["shape"] = list(image.shape)
+        params["dtype"] = dtype_name(image.dtype)
+    elif isinstance(image, Image.Image):
+        buffer = io.BytesIO()
+        image.save(buffer, format="PNG")
+        data = buffer.getvalue()
+    else:
+        raise TypeError(f"image must be a torch.Tensor or a PIL.Image.Image, got {type(image).__name__}")
+    return {"data": data, "params": params, "headers": {}}
+
+
+def remote_encode(
+    endpoint: str,
+    image: torch.Tensor | Image.Image,
+    scaling_factor: float | None = None,
+    shift_factor: float | None = None,
+    *,
+    timeout: TimeoutArg = None,
+    retries: RetriesArg = 3,
+    token: TokenArg = None,
+    session: requests.Session | None = None,
+) -> torch.Tensor:
+    """Encode an image on a remote VAE; a drop-in for ``diffusers.utils.remote_utils.remote_encode``.
+
+    ``image``: a ``PIL.Image`` (any mode; sent as PNG) or a tensor ``[B, 3, H, W]`` with values in
+    ``[0, 1]`` or ``[-1, 1]`` (float16/bfloat16/float32, or uint8). Returns the latents
+    ``[B, C, H/8, W/8]`` (always unpacked, also for Flux) in the server's dtype, with
+    ``z = (z - shift_factor) * scaling_factor`` applied for the factors given.
+
+    ``timeout``, ``retries``, ``token`` and ``session`` are keyword-only and behave as in
+    ``remote_decode``; errors are ``ServiceError`` subclasses.
+    """
+    request = prepare_encode(image, scaling_factor, shift_factor)
+    response = post(endpoint, **request, timeout=timeout, retries=retries, token=token, session=session)
+    return tensor_from_response(response.content, response.headers)

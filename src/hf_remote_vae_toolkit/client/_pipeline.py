@@ -1,0 +1,124 @@
+"""``RemoteVAE``: a stand-in for a pipeline's ``vae`` that decodes on a remote endpoint."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Literal
+
+import requests
+import torch
+
+from ..vae.families import get_family
+from ._decode import remote_decode
+from ._http import RetriesArg, TimeoutArg, TokenArg, new_session
+
+__all__ = ["RemoteVAE"]
+
+
+class RemoteVAE:
+    """Decode a diffusers pipeline's latents on a remote VAE endpoint; no VAE on the local device.
+
+    ``pipe.vae = RemoteVAE("https://...", family="sd-v1")`` (or ``vae=RemoteVAE(...)`` in the
+    pipeline's constructor), then ``pipe(...).images`` works as with a local VAE.
+
+    Supported, and tested: ``StableDiffusionPipeline`` text-to-image, every ``output_type`` except
+    ``"latent"`` (which never touches the VAE), with ``safety_checker=None``. The pipeline reads
+    ``vae.config.block_out_channels`` (for ``vae_scale_factor``) and ``vae.config.scaling_factor``,
+    divides the latents by it, and calls ``vae.decode(latents, return_dict=False, generator=...)``;
+    this class answers those with the family's numbers (``vae.families``) and a remote
+    ``output_type="pt"`` decode with no remote scaling.
+
+    Expected to work, not tested here: other pipelines whose only VAE use is that same call on
+    already de-normalised latents (SDXL text-to-image with ``force_upcast`` irrelevant, since
+    ``config.force_upcast`` is False; Flux, which unpacks and shifts before ``decode``).
+
+    Not supported: ``encode`` (img2img, inpainting, ControlNet image inputs: raises
+    ``NotImplementedError``; use ``remote_encode``), tiling/slicing switches (the server decides;
+    the ``enable_*`` methods are accepted and do nothing), and pipeline offload hooks (this is not a
+    ``torch.nn.Module``, so ``pipe.to(...)``, ``pipe.device`` and CPU offload ignore it).
+
+    ``decode`` takes ``z``: de-normalised latents ``[B, C, h, w]`` (video ``[B, C, T, h, w]``),
+    any float dtype and device; returns the decoder output in ``[-1, 1]``, ``[B, 3, 8h, 8w]``
+    (video ``[B, 3, F, H, W]``), in ``z``'s dtype and on ``z``'s device. With ``transfer="uint8"``
+    the server sends uint8 pixels (half of fp16, a quarter of fp32), and the output is
+    ``u8 / 127.5 - 1``: PIL and numpy pipeline outputs are then identical to ``"raw"``, while
+    ``output_type="pt"`` is quantised to 256 levels.
+    """
+
+    def __init__(
+        self,
+        endpoint: str,
+        family: str = "sd-v1",
+        *,
+        transfer: Literal["raw", "uint8"] = "raw",
+        timeout: TimeoutArg = None,
+        retries: RetriesArg = 3,
+        token: TokenArg = None,
+        session: requests.Session | None = None,
+    ) -> None:
+        from diffusers.configuration_utils import FrozenDict
+
+        if transfer not in ("raw", "uint8"):
+            raise ValueError(f"transfer must be 'raw' or 'uint8', got {transfer!r}")
+        fam = get_family(family)
+        self.endpoint = endpoint
+        self.family = fam
+        self.transfer = transfer
+        self._request: dict[str, Any] = {"timeout": timeout, "retries": retries, "token": token}
+        self._session = session if session is not None else new_session()
+        # Pipelines compute vae_scale_factor = 2 ** (len(block_out_channels) - 1); only the length matters.
+        levels = int(math.log2(fam.spatial_factor)) + 1
+        self.config = FrozenDict(
+            block_out_channels=[0] * levels,
+            latent_channels=fam.latent_channels,
+            scaling_factor=fam.scaling_factor if fam.scaling_factor is not None else 1.0,
+            shift_factor=fam.shift_factor,
+            latents_mean=fam.latents_mean,
+            latents_std=fam.latents_std,
+            force_upcast=False,
+        )
+
+    # Pipelines and helpers probe these on a VAE; a remote one has no local parameters.
+    dtype = torch.float32
+    device = torch.device("cpu")
+
+    def __repr__(self) -> str:
+        return f"RemoteVAE({self.endpoint!r}, family={self.family.name!r}, transfer={self.transfer!r})"
+
+    def decode(self, z: torch.Tensor, return_dict: bool = True, generator: Any = None) -> Any:
+        """Decode de-normalised latents remotely (see the class docstring for layout and range)."""
+        del generator  # a VAE decode is deterministic; the remote one has nothing to seed
+        uint8 = self.transfer == "uint8"
+        out = remote_decode(
+            self.endpoint,
+            z,
+            do_scaling=False,  # the pipeline already divided by scaling_factor (and added shift_factor)
+            output_type="pt",
+            return_type="pt",
+            partial_postprocess=uint8,
+            session=self._session,
+            **self._request,
+        )
+        if uint8:
+            # uint8 [B, H, W, 3] (video: [F, H, W, 3] of the first item) back to the raw layout in [-1, 1]
+            out = out.float() / 127.5 - 1.0
+            out = out.permute(0, 3, 1, 2) if z.ndim == 4 else out.permute(3, 0, 1, 2).unsqueeze(0)
+        sample = out.to(device=z.device, dtype=z.dtype)
+        if not return_dict:
+            return (sample,)
+        from diffusers.models.autoencoders.vae import DecoderOutput
+
+        return DecoderOutput(sample=sample)
+
+    def encode(self, *args: Any, **kwargs: Any) -> Any:
+        raise NotImplementedError(
+            "RemoteVAE only decodes; encode images with hf_remote_vae_toolkit.client.remote_encode"
+        )
+
+    def to(self, *args: Any, **kwargs: Any) -> RemoteVAE:
+        return self  # nothing local to move
+
+    def enable_tiling(self, *args: Any, **kwargs: Any) -> None:
+        """Accepted for compatibility; the server tiles when a request would not fit its memory."""
+
+    disable_tiling = enable_slicing = disable_slicing = enable_tiling
