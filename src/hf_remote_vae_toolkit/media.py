@@ -79,14 +79,10 @@ def encode_png(image: Any, **opts: Any) -> bytes:
     return buf.getvalue()
 
 
-def encode_webp(
-    image: Any, quality: int = 75, lossless: bool = False, **opts: Any
-) -> bytes:
+def encode_webp(image: Any, quality: int = 75, lossless: bool = False, **opts: Any) -> bytes:
     """WebP bytes (lossy at ``quality`` unless ``lossless``); needs Pillow built with WebP."""
     buf = io.BytesIO()
-    _rgb(image).save(
-        buf, format="WEBP", quality=int(quality), lossless=bool(lossless), **opts
-    )
+    _rgb(image).save(buf, format="WEBP", quality=int(quality), lossless=bool(lossless), **opts)
     return buf.getvalue()
 
 

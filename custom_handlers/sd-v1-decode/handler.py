@@ -1,0 +1,7 @@
+"""Inference Endpoints handler: sd-v1 VAE decode. All the work is in hf_remote_vae_toolkit.vae.image."""
+
+from hf_remote_vae_toolkit.vae.image import ImageDecodeHandler
+
+
+class EndpointHandler(ImageDecodeHandler):
+    family = "sd-v1"

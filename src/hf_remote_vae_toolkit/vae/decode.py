@@ -1,0 +1,215 @@
+"""Image decode: a request -> a checked job -> one ``vae.decode`` (maybe for many jobs) -> outputs.
+
+A ``DecodeJob`` is everything about one request that can be known without a GPU: the latent shape
+(unpacked), the scaling, the output kind. Parsing it is the validation step; running jobs is the
+GPU step. Output kinds (PROTOCOL.md section 3, image rows):
+
+=========  =====================================================  ==================================
+kind       what the client gets                                   chosen by
+=========  =====================================================  ==================================
+jpeg/png   the first image of the batch, encoded                  ``pil`` + Accept image/* (wins), or
+                                                                  ``pil`` + ``image_format`` when
+                                                                  Accept is open
+unit       float ``[B, 3, H, W]`` in [0, 1], model dtype          ``pil`` + Accept tensor/*
+raw        float ``[B, 3, H, W]`` in [-1, 1], model dtype         ``pt``
+uint8      uint8 ``[B, H, W, 3]``                                 ``pt`` + ``partial_postprocess``
+pil        the first image as a PIL image (JSON: base64 PNG)      ``pil`` + Accept application/json
+=========  =====================================================  ==================================
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from .. import media, protocol
+from ..errors import InvalidRequest
+from ..server.output import Output
+from .latents import (
+    Scaling,
+    apply_decode_scaling,
+    check_pixels,
+    image_latent_shape,
+    resolve_decode_scaling,
+    unpack_latents,
+)
+from .loading import LoadedVAE
+from .postprocess import to_pil_images, to_uint8, to_unit
+
+__all__ = ["DecodeJob", "parse_decode", "run_decode", "OUTPUT_KINDS", "IMAGE_FORMATS"]
+
+_FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+
+#: ``image_format`` values -> output kind (the diffusers client sends ``jpg`` or ``png``).
+IMAGE_FORMATS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png", "webp": "webp"}
+_IMAGE_ACCEPT = {protocol.IMAGE_JPEG: "jpeg", protocol.IMAGE_PNG: "png", protocol.IMAGE_WEBP: "webp"}
+_TENSOR_ACCEPT = (protocol.TENSOR_BINARY, protocol.TENSOR_BASE64)
+
+_VALID = (
+    "valid for an image VAE: output_type=pil with Accept image/jpeg or image/png (or image_format=jpg|png), "
+    "output_type=pil with Accept tensor/binary (float images in [0, 1]), output_type=pt with Accept "
+    "tensor/binary (raw [-1, 1], or uint8 with partial_postprocess=true)"
+)
+
+
+@dataclass(frozen=True)
+class DecodeJob:
+    """One decode request, checked. ``latents`` is on the CPU as received (3-D when packed)."""
+
+    latents: torch.Tensor
+    shape: tuple[int, int, int, int]  # unpacked [B, C, h, w]
+    packed: bool
+    height: int | None
+    width: int | None
+    scaling: Scaling
+    kind: str
+    jpeg_quality: int
+
+    @property
+    def key(self) -> tuple[Any, ...]:
+        """Jobs with equal keys decode in one call: same latent shape, dtype, scaling and output kind."""
+        return (self.shape[1:], self.latents.dtype, self.scaling, self.kind, self.jpeg_quality)
+
+
+def _flag(params: Mapping[str, Any], key: str, default: bool) -> bool:
+    value = params.get(key, default)
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _output_kind(params: Mapping[str, Any], accept: str | None, model: str) -> str:
+    output_type = str(params.get("output_type", "pil")).lower()
+    partial = _flag(params, "partial_postprocess", False)
+    if output_type == "mp4":
+        raise InvalidRequest(f"output_type=mp4 needs a video VAE, and {model} is an image VAE; {_VALID}")
+    if output_type not in ("pil", "pt"):
+        raise InvalidRequest(f"unknown output_type {output_type!r}; {_VALID}")
+    if accept == protocol.TEXT_PLAIN:
+        raise InvalidRequest(f"Accept text/plain is for mp4 from a video VAE; {_VALID}")
+    if output_type == "pt":
+        if accept in _IMAGE_ACCEPT:
+            raise InvalidRequest(f"output_type=pt returns a tensor, not {accept}; {_VALID}")
+        return "uint8" if partial else "raw"
+    if accept in _IMAGE_ACCEPT:
+        return _IMAGE_ACCEPT[accept]  # the Accept header wins over image_format
+    if accept in _TENSOR_ACCEPT:
+        return "unit"
+    if accept == protocol.JSON:
+        return "pil"
+    fmt = str(params.get("image_format", "jpg")).lower()
+    if fmt not in IMAGE_FORMATS:
+        raise InvalidRequest(f"unknown image_format {fmt!r}; expected one of {sorted(IMAGE_FORMATS)}")
+    return IMAGE_FORMATS[fmt]
+
+
+def _jpeg_quality(params: Mapping[str, Any]) -> int:
+    value = params.get("jpeg_quality", 75)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 100:
+        raise InvalidRequest(f"jpeg_quality must be an integer from 1 to 100, got {value!r}")
+    return value
+
+
+def _legacy_tensor(inputs: str, params: Mapping[str, Any]) -> torch.Tensor:
+    """JSON v0 (PROTOCOL.md section 6): base64 of raw bytes, ``shape``/``dtype`` in ``parameters``."""
+    if "shape" not in params or "dtype" not in params:
+        raise InvalidRequest("a base64 tensor in JSON needs parameters.shape and parameters.dtype")
+    try:
+        raw = base64.b64decode(inputs, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("inputs is not valid base64 of raw tensor bytes") from None
+    return protocol.tensor_from_bytes(raw, params["shape"], params["dtype"])
+
+
+def parse_decode(data: Mapping[str, Any], loaded: LoadedVAE, max_pixels: int) -> DecodeJob:
+    """Check a decode request for an image VAE; no tensor touches a device. Raises ``InvalidRequest``."""
+    params: Mapping[str, Any] = data.get("parameters") or {}
+    inputs = data.get("inputs")
+    if isinstance(inputs, str):
+        latents = _legacy_tensor(inputs, params)
+        if "do_scaling" not in params:  # JSON v0 clients expect the model's own normalisation
+            params = {**params, "do_scaling": True}
+    elif isinstance(inputs, torch.Tensor):
+        latents = inputs
+    else:
+        raise InvalidRequest(
+            "decode expects a latent tensor: a tensor/binary body with shape and dtype in the query, "
+            f"got {type(inputs).__name__}"
+        )
+    if latents.dtype not in _FLOAT_DTYPES:
+        raise InvalidRequest(f"latents must be float16, bfloat16 or float32, got {protocol.dtype_name(latents.dtype)}")
+    shape, packed = image_latent_shape(tuple(latents.shape), params, loaded)
+    factor = loaded.family.spatial_factor
+    check_pixels(shape[0], shape[2] * factor, shape[3] * factor, max_pixels, what="decoded image")
+    return DecodeJob(
+        latents=latents,
+        shape=shape,
+        packed=packed,
+        height=params.get("height") if packed else None,
+        width=params.get("width") if packed else None,
+        scaling=resolve_decode_scaling(params, loaded),
+        kind=_output_kind(params, data.get("accept"), loaded.family.name),
+        jpeg_quality=_jpeg_quality(params),
+    )
+
+
+def prepare_latents(job: DecodeJob, loaded: LoadedVAE) -> torch.Tensor:
+    """Latents on the device, unpacked and de-normalised (in float32), then in the model dtype."""
+    z = job.latents.to(loaded.device, non_blocking=True).float()
+    if job.packed:
+        assert job.height is not None and job.width is not None
+        z = unpack_latents(z, job.height, job.width)
+    return apply_decode_scaling(z, job.scaling).to(loaded.dtype)
+
+
+def _first_image(x: torch.Tensor) -> Any:
+    return to_pil_images(to_uint8(x[:1]))[0]
+
+
+#: Output kind -> finisher: raw decoder output of one job (device, model dtype) -> handler result.
+OUTPUT_KINDS: dict[str, Callable[[torch.Tensor, DecodeJob], Any]] = {
+    "raw": lambda x, job: x.cpu().contiguous(),
+    "unit": lambda x, job: to_unit(x).cpu().contiguous(),
+    "uint8": lambda x, job: to_uint8(x).cpu(),
+    "pil": lambda x, job: _first_image(x),
+    "jpeg": lambda x, job: Output(
+        media.encode_jpeg(_first_image(x), quality=job.jpeg_quality), media_type=protocol.IMAGE_JPEG
+    ),
+    "png": lambda x, job: Output(media.encode_png(_first_image(x)), media_type=protocol.IMAGE_PNG),
+    "webp": lambda x, job: Output(
+        media.encode_webp(_first_image(x), quality=job.jpeg_quality), media_type=protocol.IMAGE_WEBP
+    ),
+}
+
+
+def run_decode(jobs: list[DecodeJob], loaded: LoadedVAE, *, tiled: bool = False) -> list[Any]:
+    """Decode jobs of one batch key in one call; one result per job, in order.
+
+    With ``tiled`` the decode goes through diffusers' ``tiled_decode`` (less memory, slower, not
+    bit-equal to the untiled result) and every result carries ``X-Tiled: 1``.
+    """
+    z = torch.cat([prepare_latents(job, loaded) for job in jobs]) if len(jobs) > 1 else prepare_latents(jobs[0], loaded)
+    vae = loaded.vae
+    with torch.inference_mode():
+        x = vae.tiled_decode(z).sample if tiled else vae.decode(z).sample
+        results: list[Any] = []
+        start = 0
+        for job in jobs:
+            part = x[start : start + job.shape[0]]
+            start += job.shape[0]
+            results.append(OUTPUT_KINDS[job.kind](part, job))
+    if tiled:
+        results = [_with_header(r, protocol.HEADER_TILED, "1") for r in results]
+    return results
+
+
+def _with_header(result: Any, name: str, value: str) -> Output:
+    if isinstance(result, Output):
+        result.headers[name] = value
+        return result
+    return Output(result, headers={name: value})
