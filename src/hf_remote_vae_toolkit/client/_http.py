@@ -15,7 +15,7 @@ import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Union
+from typing import Any
 from urllib.parse import urlsplit
 
 import requests
@@ -77,9 +77,9 @@ class Retry:
         return random.uniform(0.0, min(self.backoff_max, self.backoff_base * (2**attempt)))
 
 
-TimeoutArg = Union[float, tuple[float, float], None]
-RetriesArg = Union[int, Retry]
-TokenArg = Union[str, bool, None]
+TimeoutArg = float | tuple[float, float] | None
+RetriesArg = int | Retry
+TokenArg = str | bool | None
 
 
 def _as_retry(retries: RetriesArg) -> Retry:

@@ -146,7 +146,7 @@ async def adecode_many(
             results[index] = await loop.run_in_executor(
                 pool, lambda: remote_decode(endpoint, tensor, session=http, **decode_kwargs)
             )
-        except Exception as exc:  # noqa: BLE001 - reported per item, like decode_many
+        except Exception as exc:  # reported per item, like decode_many
             errors[index] = exc
         finally:
             bar.update(1)
