@@ -105,12 +105,17 @@ class Indexed:
 
     def __init__(self, fail_at: int | None = None) -> None:
         self.fail_at = fail_at
+        self.order: list[int] = []  # indices in the order the handler ran them
+
+    def validate(self, data: dict[str, Any]) -> None:
+        # validate() runs concurrently before the queue: the delay reorders arrivals at the worker
+        time.sleep(0.03 * ((7 - int(data["inputs"].flatten()[0].item())) % 4))
 
     def __call__(self, data: dict[str, Any]) -> torch.Tensor:
         index = int(data["inputs"].flatten()[0].item())
+        self.order.append(index)
         if index == self.fail_at:
             raise InvalidRequest(f"item {index} is planted to fail")
-        time.sleep(0.02 * ((7 - index) % 4))
         return torch.full((1, 3, 8, 8), float(index))
 
 
