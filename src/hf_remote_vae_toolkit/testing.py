@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Iterator, Mapping
@@ -89,17 +90,24 @@ def wait_healthy(url: str, timeout: float = 120.0, proc: subprocess.Popen[Any] |
 def serving_process(
     model_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, timeout: float = 120.0
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``python -m hf_remote_vae_toolkit serve`` on a free port; yields (base URL, process)."""
+    """``python -m hf_remote_vae_toolkit serve`` on a free port; yields (base URL, process).
+
+    The server's output goes to a temporary file whose path is ``proc.log_path`` (a pipe nobody
+    reads would block a chatty server).
+    """
     port = free_port()
+    log = tempfile.NamedTemporaryFile("w+", prefix="hf-remote-vae-", suffix=".log", delete=False)
     full_env = {**os.environ, **(env or {}), "HF_MODEL_DIR": os.fspath(Path(model_dir)), "PORT": str(port)}
     full_env.setdefault("HOST", "127.0.0.1")
     proc = subprocess.Popen(
         [sys.executable, "-m", "hf_remote_vae_toolkit", "serve", "--host", "127.0.0.1"],
         env=full_env,
-        stdout=subprocess.PIPE,
+        stdout=log,
         stderr=subprocess.STDOUT,
         text=True,
     )
+    proc.log_path = log.name  # type: ignore[attr-defined]
+    log.close()
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url, timeout, proc)
