@@ -1,0 +1,209 @@
+"""``hf-remote-vae decode`` and ``hf-remote-vae encode``: files in, files out, over a remote VAE.
+
+Latents files are safetensors. A file may hold one tensor under any key (``latents`` is the
+convention this command writes) or several: each tensor is then decoded on its own and its outputs
+are named ``<stem>_<key>.<ext>`` (``--key`` picks one). Tensors are ``[B, C, h, w]`` image latents,
+``[B, C, T, h, w]`` video latents or ``[B, N, 4C]`` packed latents (give ``--height``/``--width``),
+as a pipeline's ``output_type="latent"`` returns them, i.e. still normalised: by default the server
+applies the model's own scaling (``--scaling-factor``/``--shift-factor`` override it, ``--no-scaling``
+turns it off).
+
+The output format follows the extension of ``-o``: ``.png``/``.jpg``/``.jpeg`` (one image per batch
+item; ``_<i>`` is added to the name when ``B > 1``), ``.mp4`` (video models) or ``.safetensors``
+(the raw decoder output in ``[-1, 1]`` under the key ``images``). With several inputs ``-o`` is a
+directory and ``--format`` picks the extension.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from ..errors import ServiceError
+from ._encode import remote_encode
+from ._many import decode_many
+
+__all__ = ["add_parser", "run_decode", "run_encode"]
+
+_IMAGE_EXTS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+_EXTS = (*_IMAGE_EXTS, ".mp4", ".safetensors")
+
+
+@dataclass(frozen=True)
+class _Job:
+    source: str  # "file.safetensors" or "file.safetensors:key", for messages
+    tensor: torch.Tensor
+    out: Path  # output path; image outputs of a batch add _<i>
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--endpoint", required=True, help="URL of the remote VAE endpoint")
+    parser.add_argument("--scaling-factor", type=float, help="latent scaling factor (default: the model's own)")
+    parser.add_argument("--shift-factor", type=float, help="latent shift factor")
+    parser.add_argument("--token", help="bearer token (default: your Hugging Face token, for HF hosts)")
+    parser.add_argument("--timeout", type=float, help="seconds to wait for an answer (default 310)")
+    parser.add_argument("--retries", type=int, default=3, help="retries on 429/502/503/504 and connection errors")
+
+
+def add_parser(subparsers: Any) -> None:
+    """Register ``decode`` and ``encode`` on the ``hf-remote-vae`` command."""
+    dec = subparsers.add_parser("decode", help="decode latents files on a remote VAE", description=__doc__)
+    dec.formatter_class = argparse.RawDescriptionHelpFormatter
+    dec.add_argument("latents", nargs="+", type=Path, help="safetensors file(s) of latents")
+    dec.add_argument("-o", "--output", type=Path, required=True, help="output file, or directory for several")
+    dec.add_argument("--format", choices=[e.lstrip(".") for e in _EXTS], default="png", help="for a directory -o")
+    dec.add_argument("--key", help="decode only this tensor of each file")
+    dec.add_argument("--no-scaling", action="store_true", help="latents are already de-normalised")
+    dec.add_argument("--height", type=int, help="output height in pixels (packed latents)")
+    dec.add_argument("--width", type=int, help="output width in pixels (packed latents)")
+    dec.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of written files")
+    dec.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
+    dec.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _common(dec)
+    dec.set_defaults(func=run_decode)
+
+    enc = subparsers.add_parser("encode", help="encode images to latents on a remote VAE")
+    enc.add_argument("images", nargs="+", type=Path, help="image file(s) (any format Pillow reads)")
+    enc.add_argument("-o", "--output", type=Path, required=True, help="latents .safetensors, or a directory")
+    _common(enc)
+    enc.set_defaults(func=run_encode)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def _plan(paths: list[Path], output: Path, fmt: str, key: str | None) -> list[_Job]:
+    from safetensors.torch import load_file
+
+    several = len(paths) > 1
+    if several or output.is_dir():
+        output.mkdir(parents=True, exist_ok=True)
+    jobs: list[_Job] = []
+    for path in paths:
+        tensors = load_file(path)
+        if key is not None:
+            if key not in tensors:
+                raise ValueError(f"{path}: no tensor {key!r} (keys: {sorted(tensors)})")
+            tensors = {key: tensors[key]}
+        if not tensors:
+            raise ValueError(f"{path}: holds no tensors")
+        base = output / f"{path.stem}.{fmt}" if output.is_dir() else output
+        for name, tensor in tensors.items():
+            out = base if len(tensors) == 1 else base.with_name(f"{base.stem}_{name}{base.suffix}")
+            jobs.append(_Job(f"{path}:{name}" if len(tensors) > 1 else str(path), tensor, out))
+    return jobs
+
+
+def _decode_kwargs(args: argparse.Namespace, ext: str) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "do_scaling": not args.no_scaling,
+        "scaling_factor": args.scaling_factor,
+        "shift_factor": args.shift_factor,
+        "height": args.height,
+        "width": args.width,
+        "timeout": args.timeout,
+        "retries": args.retries,
+        "token": args.token,
+    }
+    if ext in _IMAGE_EXTS:  # uint8 pixels, encoded here: exact PNGs, any JPEG quality, every batch item
+        kwargs.update(output_type="pt", return_type="pt", partial_postprocess=True)
+    elif ext == ".mp4":
+        kwargs.update(output_type="mp4", return_type="mp4")
+    else:
+        kwargs.update(output_type="pt", return_type="pt")
+    return kwargs
+
+
+def _write(out: Path, result: Any, jpeg_quality: int) -> list[Path]:
+    """Write one decode result; returns the files written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ext = out.suffix.lower()
+    if ext == ".mp4":
+        out.write_bytes(result)
+        return [out]
+    if ext == ".safetensors":
+        from safetensors.torch import save_file
+
+        save_file({"images": result.contiguous()}, out)
+        return [out]
+    frames = result  # uint8 [B|F, H, W, 3]
+    paths = [out] if len(frames) == 1 else [out.with_name(f"{out.stem}_{i}{out.suffix}") for i in range(len(frames))]
+    for path, frame in zip(paths, frames):
+        options = {"quality": jpeg_quality} if _IMAGE_EXTS[ext] == "JPEG" else {}
+        Image.fromarray(frame.numpy()).save(path, format=_IMAGE_EXTS[ext], **options)
+    return paths
+
+
+def run_decode(args: argparse.Namespace) -> int:
+    """Decode every latents file; exit 0 if all succeeded, 1 if any failed, 2 on bad arguments."""
+    several = len(args.latents) > 1 or args.output.is_dir()
+    ext = f".{args.format}" if several else args.output.suffix.lower()
+    if ext not in _EXTS:
+        return _fail(f"cannot tell the output format from {args.output}; use one of {', '.join(_EXTS)}")
+    try:
+        jobs = _plan(args.latents, args.output, ext.lstrip("."), args.key)
+    except (OSError, ValueError) as exc:
+        return _fail(str(exc))
+    results = decode_many(
+        args.endpoint,
+        [job.tensor for job in jobs],
+        concurrency=args.concurrency,
+        progress=not args.no_progress,
+        return_exceptions=True,
+        **_decode_kwargs(args, ext),
+    )
+    failed = 0
+    for job, result in zip(jobs, results):
+        if isinstance(result, Exception):
+            failed += 1
+            print(f"error: {job.source}: {result}", file=sys.stderr)
+            continue
+        for path in _write(job.out, result, args.jpeg_quality):
+            print(path)
+    return 1 if failed else 0
+
+
+def _encode_outputs(images: list[Path], output: Path) -> Iterable[tuple[Path, Path]]:
+    if len(images) > 1 or output.is_dir():
+        output.mkdir(parents=True, exist_ok=True)
+        return [(image, output / f"{image.stem}.safetensors") for image in images]
+    return [(images[0], output)]
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    """Encode each image to a safetensors file holding one tensor, ``latents`` ``[1, C, H/8, W/8]``."""
+    from safetensors.torch import save_file
+
+    if len(args.images) == 1 and not args.output.is_dir() and args.output.suffix != ".safetensors":
+        return _fail(f"{args.output}: the output must be a .safetensors file or a directory")
+    failed = 0
+    for image_path, out in _encode_outputs(args.images, args.output):
+        try:
+            with Image.open(image_path) as image:
+                image.load()
+                latents = remote_encode(
+                    args.endpoint,
+                    image,
+                    args.scaling_factor,
+                    args.shift_factor,
+                    timeout=args.timeout,
+                    retries=args.retries,
+                    token=args.token,
+                )
+        except (OSError, ValueError, ServiceError) as exc:
+            failed += 1
+            print(f"error: {image_path}: {exc}", file=sys.stderr)
+            continue
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_file({"latents": latents.contiguous()}, out)
+        print(out)
+    return 1 if failed else 0
