@@ -46,3 +46,21 @@ bench: install
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info .pytest_cache .ruff_cache .mypy_cache demo-out
+
+# Containers (docker/). MODEL_DIR is mounted read-only where Inference Endpoints mounts the model repo.
+DOCKER ?= docker
+DOCKER_RUN = $(DOCKER) run --rm -p $(PORT):5000 -v "$(abspath $(MODEL_DIR)):/repository:ro" -e HF_MODEL_DIR=/repository
+
+.PHONY: docker-build docker-build-cpu docker-run docker-run-cpu
+
+docker-build:
+	$(DOCKER) build -f docker/Dockerfile -t $(IMAGE):gpu .
+
+docker-build-cpu:
+	$(DOCKER) build -f docker/Dockerfile.cpu -t $(IMAGE):cpu .
+
+docker-run:
+	$(DOCKER_RUN) --gpus all $(IMAGE):gpu
+
+docker-run-cpu:
+	$(DOCKER_RUN) $(IMAGE):cpu
