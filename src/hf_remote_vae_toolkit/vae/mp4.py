@@ -105,7 +105,7 @@ def _opens(name: str) -> bool:
         if name in _probed:
             return _probed[name]
         try:
-            ctx = av.CodecContext.create(name, "w")
+            ctx: Any = av.CodecContext.create(name, "w")
             ctx.width, ctx.height = _PROBE_SIZE
             ctx.pix_fmt = "yuv420p"
             ctx.time_base = Fraction(1, 25)
@@ -200,7 +200,7 @@ def encode_mp4(
     # the index sits at the end, which every player reads once the (small) file is downloaded.
     with av.open(buf, mode="w", format="mp4") as container:
         stream: Any = None
-        size: tuple[int, int] | None = None
+        size = (0, 0)  # (width, height) of the first frame
         for raw in _as_frames(frames):
             arr = _to_uint8_hwc(raw)
             del raw
