@@ -278,14 +278,19 @@ def _natural_kind(value: Any) -> str:
 def encode_response(result: Any, accept: str | None, params: Query) -> Encoded:
     """A handler result -> (body, content type, extra headers) for the negotiated ``accept``."""
     headers: dict[str, str] = {}
+    kind = accept
     if isinstance(result, Output):
         headers.update(result.headers)
-        if result.media_type is not None:
+        if result.media_type is not None and isinstance(result.value, (bytes, bytearray, memoryview)):
             # Pre-encoded bytes: the Content-Type echoes what the client asked for when it named
             # something (the diffusers client asks for MP4 as text/plain), else the real type.
             return bytes(result.value), accept or result.media_type, headers
+        if kind is None and result.media_type is not None:
+            kind = result.media_type  # "encode it as this" (here, off the GPU worker's thread)
         result = result.value
-    kind = accept or _natural_kind(result)
+    kind = kind or _natural_kind(result)
+    if kind not in ENCODERS:
+        raise NotAcceptable(f"the handler asked for {kind!r}, which this server cannot encode")
     body, content_type, extra = ENCODERS[kind](result, params)
     headers.update(extra)
     return body, content_type, headers

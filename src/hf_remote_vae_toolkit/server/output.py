@@ -12,9 +12,11 @@ __all__ = ["Output"]
 class Output:
     """A handler result with response metadata.
 
-    ``value`` is serialised like a bare return value (tensor, PIL image, bytes, JSON-able), unless
-    ``media_type`` is set: then ``value`` is bytes already encoded in that type (a JPEG made on the
-    GPU, an MP4) and is sent as is. ``headers`` are added to the response (``X-Tiled: 1``).
+    ``value`` is serialised like a bare return value (tensor, PIL image, bytes, JSON-able).
+    ``media_type`` says what to send when the client accepts anything: with bytes, ``value`` is
+    already encoded in that type (an MP4, a JPEG made on the GPU) and is sent as is; with a PIL
+    image, the server encodes it as that type in its own thread pool, so image encoding never holds
+    up the GPU worker. ``headers`` are added to the response (``X-Tiled: 1``).
     """
 
     value: Any
