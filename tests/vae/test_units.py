@@ -261,3 +261,26 @@ def test_dtype_defaults() -> None:
 def test_missing_weights_say_how_to_make_a_repo(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="init-repo"):
         find_weights_dir(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["hunyuanvideo-decode", "wan-decode"])
+def test_init_repo_for_video_handlers(name: str, tmp_path: Path) -> None:
+    out = init_repo(name, tmp_path / name, random_weights="tiny")
+    assert (out / "handler.py").is_file() and find_weights_dir(out) == out
+    config = json.loads((out / "config.json").read_text())
+    assert config["_class_name"] == get_family(name.rsplit("-", 1)[0]).class_name
+
+
+def test_cli_init_repo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from hf_remote_vae_toolkit.cli import main
+
+    assert main(["init-repo", "sdxl-encode", "--out", str(tmp_path / "r"), "--random-weights", "tiny"]) == 0
+    assert "HF_MODEL_DIR=" in capsys.readouterr().out
+    assert main(["init-repo", "nope-decode", "--out", str(tmp_path / "x"), "--random-weights", "tiny"]) == 2
+    assert "unknown VAE family 'nope'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse: exactly one weights source
+        main(["init-repo", "sdxl-encode", "--out", str(tmp_path / "y")])
+    capsys.readouterr()
+    assert main(["init-repo", "sdxl-decode", "--out", str(tmp_path / "z"), "--random-weights", "tiny",
+                 "--handlers-dir", str(tmp_path / "missing")]) == 2  # fmt: skip
+    assert "--handlers-dir" in capsys.readouterr().err

@@ -129,7 +129,8 @@ def load_vae(
     variant = None if plain else "fp16"
     # low_cpu_mem_usage needs accelerate; without it diffusers would log a warning on every load
     lean = importlib.util.find_spec("accelerate") is not None
-    vae = fam.vae_class().from_pretrained(str(weights_dir), torch_dtype=dtype, variant=variant, low_cpu_mem_usage=lean)
+    vae_class: Any = fam.vae_class()
+    vae = vae_class.from_pretrained(str(weights_dir), torch_dtype=dtype, variant=variant, low_cpu_mem_usage=lean)
     vae = vae.to(dev).eval().requires_grad_(False)
     numbers = _effective(config, fam)
     return LoadedVAE(vae=vae, family=fam, weights_dir=weights_dir, device=dev, dtype=dtype, config=config, **numbers)

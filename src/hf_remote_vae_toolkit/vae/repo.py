@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -139,14 +140,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    out = init_repo(
-        args.name,
-        args.out,
-        weights=args.weights,
-        random_weights=args.random_weights,
-        handlers_dir=args.handlers_dir,
-        seed=args.seed,
-    )
+    try:
+        out = init_repo(
+            args.name,
+            args.out,
+            weights=args.weights,
+            random_weights=args.random_weights,
+            handlers_dir=args.handlers_dir,
+            seed=args.seed,
+        )
+    except (ValueError, FileNotFoundError) as exc:  # a wrong name or path: the message says what to do
+        print(f"init-repo: {exc}", file=sys.stderr)
+        return 2
     print(f"wrote {args.name} to {out}")
     if args.random_weights:
         print("random weights decode to noise; for real images use --weights HUB_ID (e.g. stabilityai/sd-vae-ft-mse)")
