@@ -72,14 +72,54 @@ def find_handler_file(model_dir: Path, pipeline_name: str = "handler.py") -> tup
     raise HandlerLoadError(
         f"no {pipeline_name} (or legacy {_LEGACY[0]}) in {model_dir}",
         f"put a {pipeline_name} defining `class EndpointHandler` in the model directory "
-        "(`hf-remote-vae init-repo NAME --out DIR` writes one)",
+        "(`hf-remote-vae init-repo NAME --out DIR` writes one), or set HF_TASK to a shipped handler "
+        "such as sd-v1-decode when the directory holds only VAE weights",
     )
+
+
+def _builtin_handler(settings: Settings, model_dir: Path) -> Any:
+    """A shipped VAE handler for a directory with weights but no handler file (or None).
+
+    ``HF_TASK`` names it (``sd-v1-decode``); without it the weights' config.json decides.
+    """
+    if (model_dir / settings.default_pipeline_name).is_file() or (model_dir / _LEGACY[0]).is_file():
+        return None
+    from ..vae.builtin import BUILTIN_HANDLERS, builtin_handler_class, detect_handler_name
+
+    name = settings.task or detect_handler_name(model_dir)
+    if name is None:
+        return None
+    if name not in BUILTIN_HANDLERS:
+        raise HandlerLoadError(
+            f"HF_TASK={name!r} names no handler this server ships",
+            f"set HF_TASK to one of {list(BUILTIN_HANDLERS)}, or put a handler.py in the model directory",
+        )
+    how = "HF_TASK" if settings.task else "the weights' config.json"
+    log.info(
+        "No %s in %s; serving the built-in %s handler (chosen by %s)",
+        settings.default_pipeline_name,
+        model_dir,
+        name,
+        how,
+    )
+    try:
+        handler = builtin_handler_class(name)(os.fspath(model_dir))
+    except Exception as exc:
+        raise HandlerLoadError(
+            f"the built-in {name} handler could not load {model_dir}: {exc!r}",
+            f"check that {model_dir} (or its vae/ folder) holds the weights of a {name.rsplit('-', 1)[0]} VAE",
+        ) from exc
+    log.info("Model initialized successfully")
+    return handler
 
 
 def load_handler(settings: Settings, model_dir: Path | None = None) -> Any:
     """Import the handler file and build the handler with the model directory as a string."""
     model_dir = model_dir or ensure_model_dir(settings)
     log.info("Initializing model from directory:%s", model_dir)
+    builtin = _builtin_handler(settings, model_dir)
+    if builtin is not None:
+        return builtin
     handler_file, class_name = find_handler_file(model_dir, settings.default_pipeline_name)
     log.info("Found custom pipeline at %s", handler_file)
     if str(model_dir) not in sys.path:
