@@ -68,3 +68,26 @@ def test_a_directory_without_handler_exits_non_zero_with_hint(tmp_path: Path) ->
 def test_python_dash_m_help_lists_serve() -> None:
     out = subprocess.run([sys.executable, "-m", "hf_remote_vae_toolkit", "--help"], capture_output=True, text=True)
     assert out.returncode == 0 and "serve" in out.stdout
+
+
+def _fake_hub_cache(hf_home: Path, repo_id: str, files: dict[str, str]) -> None:
+    """A Hugging Face cache holding one snapshot of ``repo_id`` (the layout huggingface_hub reads)."""
+    commit = "0" * 40
+    repo = hf_home / "hub" / ("models--" + repo_id.replace("/", "--"))
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    for name, text in files.items():
+        (snapshot / name).write_text(text)
+
+
+def test_hf_model_id_is_fetched_into_an_empty_model_dir_offline_from_the_cache(tmp_path: Path) -> None:
+    handler = (TOY / "echo" / "handler.py").read_text()
+    _fake_hub_cache(tmp_path / "hf", "org/echo", {"handler.py": handler})
+    model_dir = tmp_path / "model"
+    env = {"HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "HF_MODEL_ID": "org/echo"}
+    with serving_process(model_dir, env) as (url, _):
+        r = requests.post(url, json={"inputs": "from the hub"}, timeout=10)
+    assert r.json()["echo"] == "from the hub"
+    assert (model_dir / "handler.py").read_text() == handler

@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -37,17 +38,10 @@ def ensure_model_dir(settings: Settings) -> Path:
     path = Path(settings.model_dir)
     empty = not path.exists() or not any(path.iterdir())
     if settings.model_id and empty:
-        from huggingface_hub import snapshot_download
-
         log.info("Downloading %s@%s into %s", settings.model_id, settings.revision, path)
         path.mkdir(parents=True, exist_ok=True)
         try:
-            snapshot_download(
-                repo_id=settings.model_id,
-                revision=settings.revision,
-                token=settings.hub_token,
-                local_dir=str(path),
-            )
+            _download(settings.model_id, settings.revision, settings.hub_token, path)
         except Exception as exc:
             raise HandlerLoadError(
                 f"could not download {settings.model_id}@{settings.revision}: {exc}",
@@ -59,6 +53,18 @@ def ensure_model_dir(settings: Settings) -> Path:
             "set HF_MODEL_DIR (or --model-dir) to a directory holding handler.py, or set HF_MODEL_ID",
         )
     return path
+
+
+def _download(repo_id: str, revision: str, token: str | None, target: Path) -> None:
+    """The repo's files into ``target``: straight there when online; from the Hugging Face cache
+    when offline (``HF_HUB_OFFLINE=1``: ``local_dir`` downloads do not read the cache)."""
+    from huggingface_hub import constants, snapshot_download
+
+    if not constants.HF_HUB_OFFLINE:
+        snapshot_download(repo_id=repo_id, revision=revision, token=token, local_dir=str(target))
+        return
+    cached = snapshot_download(repo_id=repo_id, revision=revision, token=token)
+    shutil.copytree(cached, target, dirs_exist_ok=True)  # follows the cache's symlinks to real files
 
 
 def find_handler_file(model_dir: Path, pipeline_name: str = "handler.py") -> tuple[Path, str]:
