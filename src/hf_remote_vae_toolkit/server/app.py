@@ -202,7 +202,8 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
         del body
         job = scheduler.submit(data)
         result = await _wait(request, scheduler, job, settings.request_timeout_s)
-        params = data.get("parameters") if isinstance(data.get("parameters"), dict) else {}
+        raw_params = data.get("parameters")
+        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
         payload, content_type, headers = await run_in_threadpool(codecs.encode_response, result, accept, params)
         if headers.get(protocol.HEADER_TILED) == "1":
             metrics.tiled.inc()
