@@ -68,10 +68,6 @@ class VideoRequest:
     crf: int
     accept: str | None
 
-    @property
-    def frames(self) -> int:
-        return num_output_frames(self.latents.shape[2])
-
 
 # --------------------------------------------------------------------------- outputs
 # Each takes the raw decoder output ``[B, 3, F, H, W]`` (model dtype, on the model's device).
