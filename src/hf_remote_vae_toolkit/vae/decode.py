@@ -90,8 +90,8 @@ def _output_kind(params: Mapping[str, Any], accept: str | None, model: str) -> s
         raise InvalidRequest(f"output_type=mp4 needs a video VAE, and {model} is an image VAE; {_VALID}")
     if output_type not in ("pil", "pt"):
         raise InvalidRequest(f"unknown output_type {output_type!r}; {_VALID}")
-    if accept == protocol.TEXT_PLAIN:
-        raise InvalidRequest(f"Accept text/plain is for mp4 from a video VAE; {_VALID}")
+    if accept in (protocol.TEXT_PLAIN, protocol.VIDEO_MP4):
+        raise InvalidRequest(f"Accept {accept} is for mp4 from a video VAE; {_VALID}")
     if output_type == "pt":
         if accept in _IMAGE_ACCEPT:
             raise InvalidRequest(f"output_type=pt returns a tensor, not {accept}; {_VALID}")
