@@ -8,8 +8,8 @@ Steps, all local (no network, no GPU needed):
 4. write ``demo-out/decoded.png`` and print the timings.
 
 Random weights decode to noise: the point is the path, not the picture. For real images serve the
-real weights: ``hf-remote-vae init-repo sd-v1-decode --out DIR --weights stabilityai/sd-vae-ft-mse``,
-then ``HF_MODEL_DIR=DIR hf-remote-vae serve`` (or push DIR to the Hub and serve it by ``HF_MODEL_ID``).
+real weights: ``HF_MODEL_ID=stabilityai/sd-vae-ft-mse hf-remote-vae serve``, or a deployable repo from
+``hf-remote-vae init-repo sd-v1-decode --out DIR --weights stabilityai/sd-vae-ft-mse``.
 """
 
 from __future__ import annotations
@@ -65,10 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"wrote {target}")
     print()
     print("That image is noise: the VAE has random weights, so only the path is real.")
-    print("To decode real images, serve the real weights, stabilityai/sd-vae-ft-mse (needs the Hugging Face Hub):")
+    print("To decode real images, serve the real weights (needs access to the Hugging Face Hub):")
+    print("  HF_MODEL_ID=stabilityai/sd-vae-ft-mse hf-remote-vae serve")
+    print("or make a deployable repo (handler + weights) to push to the Hub or point HF_MODEL_DIR at:")
     print("  hf-remote-vae init-repo sd-v1-decode --out ./sd-v1-decode --weights stabilityai/sd-vae-ft-mse")
-    print("  HF_MODEL_DIR=./sd-v1-decode hf-remote-vae serve")
-    print("or push ./sd-v1-decode to a Hub model repo and serve it with HF_MODEL_ID=<that repo> hf-remote-vae serve.")
     return 0 if same else 1
 
 

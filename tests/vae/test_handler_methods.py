@@ -56,9 +56,9 @@ def test_call_batch_equals_separate_calls_in_order(decoder: Any) -> None:
         assert np.array_equal(out.numpy(), decoder(data).numpy())
 
 
-def test_image_outputs_are_pre_encoded(decoder: Any) -> None:
+def test_image_outputs_carry_their_type(decoder: Any) -> None:
     out = decoder(request(torch.zeros(2, 4, 8, 8), accept=None, output_type="pil", image_format="png"))
-    assert isinstance(out, Output) and out.media_type == protocol.IMAGE_PNG and out.value.startswith(b"\x89PNG")
+    assert isinstance(out, Output) and out.media_type == protocol.IMAGE_PNG and out.value.size == (64, 64)
     pil = decoder(request(torch.zeros(1, 4, 8, 8), accept=protocol.JSON, output_type="pil"))
     assert pil.size == (64, 64)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import torch
 
-from .. import media, protocol
+from .. import protocol
 from ..errors import InvalidRequest
 from ..server.output import Output
 from .latents import (
@@ -177,13 +177,11 @@ OUTPUT_KINDS: dict[str, Callable[[torch.Tensor, DecodeJob], Any]] = {
     "unit": lambda x, job: to_unit(x).cpu().contiguous(),
     "uint8": lambda x, job: to_uint8(x).cpu(),
     "pil": lambda x, job: _first_image(x),
-    "jpeg": lambda x, job: Output(
-        media.encode_jpeg(_first_image(x), quality=job.jpeg_quality), media_type=protocol.IMAGE_JPEG
-    ),
-    "png": lambda x, job: Output(media.encode_png(_first_image(x)), media_type=protocol.IMAGE_PNG),
-    "webp": lambda x, job: Output(
-        media.encode_webp(_first_image(x), quality=job.jpeg_quality), media_type=protocol.IMAGE_WEBP
-    ),
+    # images go back as PIL with their type: the server encodes them in its own thread pool (media.py's
+    # encoders, jpeg_quality from the query), so JPEG/PNG encoding never holds up the GPU worker
+    "jpeg": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_JPEG),
+    "png": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_PNG),
+    "webp": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_WEBP),
 }
 
 
