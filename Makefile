@@ -27,8 +27,8 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks scripts examples custom_handlers
-	$(BIN)/ruff format --check src tests benchmarks scripts examples custom_handlers
+	$(BIN)/ruff check src tests benchmarks scripts examples custom_handlers docker docs/examples
+	$(BIN)/ruff format --check src tests benchmarks scripts examples custom_handlers docker docs/examples
 
 typecheck: install
 	$(BIN)/mypy
