@@ -1,0 +1,130 @@
+"""The CPU suite's sections: how each is called, and how its table is titled and explained."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from .encoding import ANCHOR_DECODE_MS, run_encoding
+from .overhead import run_overhead
+from .throughput import run_throughput
+from .wire import run_wire
+
+__all__ = ["SECTIONS", "REPORT_SECTIONS", "preamble"]
+
+Section = Callable[..., list[dict[str, Any]]]
+
+
+def _overhead(plan: Any, *, handler: Any, url: str, log: Any, **_: Any) -> list[dict[str, Any]]:
+    return run_overhead(handler, url, list(plan.overhead_repeats), plan.overhead_repeats, log)
+
+
+def _throughput(plan: Any, *, model_dir: Path, log: Any, **_: Any) -> list[dict[str, Any]]:
+    return run_throughput(
+        model_dir, plan.throughput_size, plan.concurrencies, plan.requests_per_run, plan.throughput_repeats, log
+    )
+
+
+def _wire(plan: Any, *, url: str, log: Any, **_: Any) -> list[dict[str, Any]]:
+    return run_wire(url, plan.wire_sizes, log)
+
+
+def _encoding(plan: Any, *, handler: Any, log: Any, **_: Any) -> list[dict[str, Any]]:
+    return run_encoding(handler, plan.encoding_sizes, plan.encoding_repeats, log)
+
+
+SECTIONS: dict[str, Section] = {
+    "overhead": _overhead,
+    "throughput": _throughput,
+    "wire": _wire,
+    "encoding": _encoding,
+}
+
+
+def preamble(plan: Any) -> str:
+    quick = (
+        "**Quick run (smoke test): 64² outputs and one or two repeats; the numbers below mean nothing.**\n\n"
+        if plan.name == "quick"
+        else ""
+    )
+    return quick + (
+        f"Model: `{plan.family_handler}` with the **{plan.vae_size}** random-weights config (SD v1's layout and "
+        "8x factor, 8-16 channels instead of 128-512): the real decoder is far too slow for a CPU suite, so the "
+        "decode times here are small and the HTTP costs look large next to them. The output shapes are real. "
+        "Latents are sent as float16 (what a GPU client holds); the tiny model runs in float32 on the CPU. "
+        "Times are medians; compared sides were measured alternately in this run."
+    )
+
+
+REPORT_SECTIONS = [
+    (
+        "overhead",
+        "1. Round-trip overhead: in-process handler call vs loopback HTTP",
+        [
+            ("size", "output px"),
+            ("output", "output"),
+            ("inproc_ms", "in-process ms"),
+            ("http_ms", "HTTP ms"),
+            ("added_ms", "added ms (median of pairs)"),
+            ("ratio", "HTTP / in-process"),
+            ("same_output", "same output"),
+            ("repeats", "pairs"),
+        ],
+        "In-process: the handler's call plus the server's own response encoding (`encode_response`): the exact "
+        "response body. HTTP: our `remote_decode` against `hf-remote-vae serve` (a child process loading the same "
+        "weight files) on loopback: adds the request and response bodies, query parsing, the scheduler's "
+        "hop to its worker, and the client's parsing (JPEG/PNG decode to a PIL image, tensor from bytes).",
+    ),
+    (
+        "throughput",
+        "2. Throughput: our scheduler vs the reference (one request at a time, no batching)",
+        [
+            ("concurrency", "concurrency"),
+            ("size", "output px"),
+            ("ours_rps", "ours req/s"),
+            ("reference_rps", "reference req/s"),
+            ("ratio", "ours / reference"),
+            ("ours_mean_batch", "ours mean batch"),
+            ("reference_mean_batch", "reference mean batch"),
+            ("requests", "requests per run"),
+            ("repeats", "runs"),
+        ],
+        "Two `hf-remote-vae serve` child processes on loopback, ours with the defaults (`MAX_BATCH_SIZE=8`, "
+        "`MAX_BATCH_DELAY_MS=5`) and the reference with `MAX_BATCH_SIZE=1`; JPEG output; the client is "
+        "`decode_many` with that many threads. On a CPU one image already keeps every core busy, so batching "
+        "has little to win; on a GPU a batch of 8 512² images runs at 1.7x the batch-1 rate (ANCHORS.md).",
+    ),
+    (
+        "wire",
+        "3. Bytes on the wire per output type",
+        [
+            ("size", "output px"),
+            ("output", "output"),
+            ("latent_bytes", "request (fp16 latent) bytes"),
+            ("response_bytes", "response bytes"),
+            ("ratio", "response / latent"),
+            ("response_dtype", "tensor dtype"),
+        ],
+        "Body sizes of a plain HTTP request. A raw tensor is in the model's dtype: float32 here, float16/bfloat16 "
+        "on a GPU server (half these bytes). Random-weight outputs are noise-like, so the JPEG/PNG/WebP sizes "
+        "are upper bounds for real images.",
+    ),
+    (
+        "encoding",
+        "4. Output encoding cost against decode time",
+        [
+            ("size", "px"),
+            ("content", "image"),
+            ("encoder", "encoder"),
+            ("encode_ms", "encode ms"),
+            ("bytes", "bytes"),
+            ("cpu_decode_ms", "tiny decode ms (this CPU)"),
+            ("vs_cpu_decode", "encode / tiny decode"),
+            ("vs_h100_decode", "encode / H100 decode"),
+        ],
+        "One thread, this CPU. The H100 column divides by the full SD v1 fp16 decode of ANCHORS.md "
+        f"({', '.join(f'{k}²: {v:g} ms' for k, v in ANCHOR_DECODE_MS.items())}): the cost a GPU server pays on "
+        "its CPU after each decode.",
+    ),
+]

@@ -1,0 +1,105 @@
+"""Section 2: requests per second at concurrency 1, 4 and 16, our scheduler against the reference's.
+
+The reference behaviour is the same server with ``MAX_BATCH_SIZE=1``: one request at a time, no
+batching (PROTOCOL.md section 7). Both servers run as child processes (``hf-remote-vae serve``), so
+the client threads here do not share a GIL with them; both are up for the whole section and are
+measured alternately within each repeat. The client is our ``decode_many`` over one pooled session.
+
+The mean batch size each server ran is read from its ``/metrics`` (``hf_vae_batch_size``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import statistics
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+import torch
+
+from hf_remote_vae_toolkit.client import decode_many, new_session
+from hf_remote_vae_toolkit.testing import serving_process
+
+from .outputs import SD_SCALING
+
+__all__ = ["run_throughput", "SIDES"]
+
+#: Server settings of each side, as environment variables.
+SIDES = {"ours": {}, "reference": {"MAX_BATCH_SIZE": "1"}}
+
+
+def _batch_counts(url: str) -> tuple[float, float]:
+    """(sum of batch sizes, handler calls) so far, from the server's Prometheus text."""
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    found = {}
+    for name in ("sum", "count"):
+        match = re.search(rf"^hf_vae_batch_size_{name}\s+(\S+)$", text, re.MULTILINE)
+        found[name] = float(match.group(1)) if match else float("nan")
+    return found["sum"], found["count"]
+
+
+@contextlib.contextmanager
+def _servers(model_dir: Path, threads: int | None) -> Iterator[dict[str, str]]:
+    env = {"LOG_LEVEL": "warning"}
+    if threads:
+        env["OMP_NUM_THREADS"] = str(threads)
+    with contextlib.ExitStack() as stack:
+        urls = {}
+        for side, extra in SIDES.items():
+            url, _proc = stack.enter_context(serving_process(model_dir, {**env, **extra}, timeout=300))
+            urls[side] = url
+        yield urls
+
+
+def _one_run(url: str, session: requests.Session, latents: torch.Tensor, n: int, concurrency: int) -> dict[str, float]:
+    before = _batch_counts(url)
+    start = time.perf_counter()
+    decode_many(
+        url,
+        [latents] * n,
+        concurrency=concurrency,
+        progress=False,
+        session=session,
+        scaling_factor=SD_SCALING,
+        retries=0,
+        image_format="jpg",
+    )
+    seconds = time.perf_counter() - start
+    after = _batch_counts(url)
+    calls = after[1] - before[1]
+    return {"rps": n / seconds, "mean_batch": (after[0] - before[0]) / calls if calls else float("nan")}
+
+
+def run_throughput(
+    model_dir: Path, size: int, concurrencies: list[int], requests_per_run: int, repeats: int, log: Any
+) -> list[dict[str, Any]]:
+    """Rows of ``{concurrency, ours_rps, reference_rps, ratio, ours_mean_batch, ...}``."""
+    latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(1)).half()
+    session = new_session(pool_size=max(concurrencies))
+    results: dict[tuple[str, int], list[dict[str, float]]] = {}
+    with _servers(model_dir, threads=None) as urls:
+        for url in urls.values():  # warm-up: connections, first-shape costs, batch shapes
+            _one_run(url, session, latents, max(concurrencies), max(concurrencies))
+        for r in range(repeats):
+            for c in concurrencies:
+                order = list(urls) if r % 2 == 0 else list(reversed(urls))
+                for side in order:
+                    results.setdefault((side, c), []).append(
+                        _one_run(urls[side], session, latents, requests_per_run, c)
+                    )
+    session.close()
+    rows = []
+    for c in concurrencies:
+        row: dict[str, Any] = {"concurrency": c, "size": size, "requests": requests_per_run, "repeats": repeats}
+        for side in SIDES:
+            runs = results[(side, c)]
+            row[f"{side}_rps"] = round(statistics.median(x["rps"] for x in runs), 3)
+            row[f"{side}_mean_batch"] = round(statistics.median(x["mean_batch"] for x in runs), 2)
+        row["ratio"] = round(row["ours_rps"] / row["reference_rps"], 3)
+        log(row)
+        rows.append(row)
+    return rows
