@@ -152,10 +152,13 @@ def test_4d_with_height_and_width_ignores_them(served: Any) -> None:
     assert torch.allclose(out, local_raw(vae, z), atol=1e-5)
 
 
-def test_flux_packed_latents(served: Any) -> None:
+def test_packed_latents_decode_for_flux_and_are_refused_elsewhere(served: Any) -> None:
     family, url, vae = served
     if family != "flux":
-        pytest.skip("packed latents are Flux's layout")
+        packed = torch.randn(1, 12, 16)
+        with pytest.raises(RuntimeError, match="expected"):
+            remote_decode(url, packed, output_type="pt", return_type="pt", height=64, width=48, do_scaling=False)
+        return
     z = torch.randn(2, 16, 8, 6, generator=torch.Generator().manual_seed(3))
     packed = z.view(2, 16, 4, 2, 3, 2).permute(0, 2, 4, 1, 3, 5).reshape(2, 12, 64).contiguous()
     out = remote_decode(

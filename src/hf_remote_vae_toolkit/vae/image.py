@@ -27,6 +27,7 @@ from .encode import EncodeJob, parse_encode, run_encode
 from .latents import DEFAULT_MAX_PIXELS
 from .loading import LoadedVAE, load_vae
 from .memory import GiB, estimate_decode_bytes, estimate_tiled_decode_bytes
+from .parsing import parsed_once
 
 __all__ = ["ImageDecodeHandler", "ImageEncodeHandler", "parse_max_pixels"]
 
@@ -77,7 +78,7 @@ class ImageDecodeHandler(_ImageHandler):
     """Latents -> images for an image VAE (PROTOCOL.md sections 2, 3, 6)."""
 
     def _job(self, data: Mapping[str, Any]) -> DecodeJob:
-        return parse_decode(data, self.loaded, self.max_pixels)
+        return parsed_once(data, lambda d: parse_decode(d, self.loaded, self.max_pixels))
 
     def validate(self, data: Mapping[str, Any]) -> None:
         """Every check that needs no GPU; raises ``InvalidRequest`` (400) naming the expected shape or limit."""
@@ -126,7 +127,7 @@ class ImageEncodeHandler(_ImageHandler):
     """Images -> latents for an image VAE (PROTOCOL.md section 4)."""
 
     def _job(self, data: Mapping[str, Any]) -> EncodeJob:
-        return parse_encode(data, self.loaded, self.max_pixels)
+        return parsed_once(data, lambda d: parse_encode(d, self.loaded, self.max_pixels))
 
     def validate(self, data: Mapping[str, Any]) -> None:
         self._job(data)

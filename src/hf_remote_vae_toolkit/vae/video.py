@@ -36,6 +36,7 @@ from ..server.output import Output
 from .latents import DEFAULT_MAX_PIXELS, Scaling, apply_decode_scaling, check_pixels, resolve_decode_scaling
 from .loading import LoadedVAE, load_vae
 from .mp4 import DEFAULT_CRF, encode_mp4
+from .parsing import parsed_once
 from .postprocess import to_uint8, to_unit
 from .video_memory import TileSizes, estimate_video_decode_bytes, num_output_frames
 
@@ -225,12 +226,12 @@ class VideoDecodeHandler:
         fps = _number_param(params, "fps", family.default_fps or 16, 1, 240)
         crf = int(_number_param(params, "crf", DEFAULT_CRF, 0, 51))
         scaling = resolve_decode_scaling(params, self.loaded)
-        req = VideoRequest(latents=z, output=output, scaling=scaling, fps=fps, crf=crf, accept=accept)
-        self._check_budget(tuple(z.shape))
-        return req
+        return VideoRequest(latents=z, output=output, scaling=scaling, fps=fps, crf=crf, accept=accept)
 
     def validate(self, data: Mapping[str, Any]) -> None:
-        self.parse(data)
+        """The request's own checks, then the memory budget (which the scheduler may change)."""
+        req = parsed_once(data, self.parse)
+        self._check_budget(tuple(req.latents.shape))
 
     def batch_key(self, data: Mapping[str, Any]) -> None:
         """Never batch: one video already fills a GPU, and batching would multiply the memory a request holds."""
@@ -273,7 +274,7 @@ class VideoDecodeHandler:
     # ----------------------------------------------------------------- the request
 
     def __call__(self, data: Mapping[str, Any]) -> Output:
-        req = self.parse(data)
+        req = parsed_once(data, self.parse)
         tiled = self.needs_tiling(tuple(req.latents.shape))
         video, tiled = self._decode(req.latents, req.scaling, tiled=tiled)
         build, encoded = OUTPUTS[req.output]
