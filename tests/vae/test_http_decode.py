@@ -156,7 +156,7 @@ def test_packed_latents_decode_for_flux_and_are_refused_elsewhere(served: Any) -
     family, url, vae = served
     if family != "flux":
         packed = torch.randn(1, 12, 16)
-        with pytest.raises(RuntimeError, match="expected"):
+        with pytest.raises(RuntimeError, match=r"decodes \[B, 4, h, w\] latents; got a 3-D tensor"):
             remote_decode(url, packed, output_type="pt", return_type="pt", height=64, width=48, do_scaling=False)
         return
     z = torch.randn(2, 16, 8, 6, generator=torch.Generator().manual_seed(3))
