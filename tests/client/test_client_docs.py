@@ -1,4 +1,4 @@
-"""The code in docs/client.md and examples/pipeline_overlap.py runs, against a real local server."""
+"""The client example in README.md and docs/client.md, and examples/pipeline_overlap.py runs, against a real local server."""
 
 from __future__ import annotations
 
@@ -22,13 +22,14 @@ def first_python_block(markdown: str) -> str:
     return match.group(1)
 
 
-def test_the_five_line_client_example_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    code = first_python_block((ROOT / "docs" / "client.md").read_text())
+@pytest.mark.parametrize("doc", ["README.md", "docs/client.md"])
+def test_the_five_line_client_example_runs(doc: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code = first_python_block((ROOT / doc).read_text())
     assert len(code.strip().splitlines()) <= 6 and PLACEHOLDER in code
     model_dir = init_repo("sd-v1-decode", tmp_path / "repo", random_weights="tiny")
     monkeypatch.chdir(tmp_path)
     with running_server(model_dir) as url:
-        exec(compile(code.replace(PLACEHOLDER, repr(url)), "docs/client.md", "exec"), {})
+        exec(compile(code.replace(PLACEHOLDER, repr(url)), doc, "exec"), {})
     with Image.open(tmp_path / "decoded.jpg") as image:
         assert image.size == (512, 512) and image.format == "JPEG"
 
