@@ -17,7 +17,7 @@ from hf_remote_vae_toolkit import media
 from hf_remote_vae_toolkit.errors import InvalidRequest
 from hf_remote_vae_toolkit.vae import latents as L
 from hf_remote_vae_toolkit.vae.families import get_family
-from hf_remote_vae_toolkit.vae.image import parse_max_pixels
+from hf_remote_vae_toolkit.vae.latents import parse_max_pixels
 from hf_remote_vae_toolkit.vae.loading import find_weights_dir, load_vae, resolve_dtype
 from hf_remote_vae_toolkit.vae.memory import GiB, estimate_decode_bytes, estimate_tiled_decode_bytes
 from hf_remote_vae_toolkit.vae.postprocess import to_uint8, to_unit

@@ -24,30 +24,12 @@ import torch
 
 from .decode import DecodeJob, parse_decode, run_decode
 from .encode import EncodeJob, parse_encode, run_encode
-from .latents import DEFAULT_MAX_PIXELS
+from .latents import parse_max_pixels
 from .loading import LoadedVAE, load_vae
-from .memory import GiB, estimate_decode_bytes, estimate_tiled_decode_bytes
+from .memory import budget_from_env, estimate_decode_bytes, estimate_tiled_decode_bytes
 from .parsing import parsed_once
 
-__all__ = ["ImageDecodeHandler", "ImageEncodeHandler", "parse_max_pixels"]
-
-
-def parse_max_pixels(raw: str | None) -> int:
-    """``MAX_PIXELS``: ``"4096x4096"`` or ``"16777216"`` -> pixels per image (unset: 4096x4096)."""
-    if raw is None or not raw.strip():
-        return DEFAULT_MAX_PIXELS
-    text = raw.strip().lower()
-    try:
-        if "x" in text:
-            w, h = text.split("x", 1)
-            value = int(w) * int(h)
-        else:
-            value = int(text)
-    except ValueError:
-        raise ValueError(f"MAX_PIXELS must be WIDTHxHEIGHT or a pixel count, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"MAX_PIXELS must be positive, got {raw!r}")
-    return value
+__all__ = ["ImageDecodeHandler", "ImageEncodeHandler"]
 
 
 class _ImageHandler:
@@ -65,9 +47,8 @@ class _ImageHandler:
         if self.loaded.family.video:
             raise ValueError(f"{self.loaded.family.name} is a video VAE; image handlers serve sd-v1, sdxl and flux")
         self.max_pixels = parse_max_pixels(env.get("MAX_PIXELS"))
-        budget = (env.get("GPU_MEMORY_BUDGET_GB") or "").strip()
         #: bytes of activations a request may use; the scheduler may set it after warm-up. None: no limit.
-        self.memory_budget_bytes: int | None = int(float(budget) * GiB) if budget else None
+        self.memory_budget_bytes: int | None = budget_from_env(env)
 
     @property
     def itemsize(self) -> int:

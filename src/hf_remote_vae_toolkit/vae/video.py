@@ -33,8 +33,9 @@ import torch
 from ..errors import InvalidRequest, PayloadTooLarge
 from ..protocol import HEADER_TILED, JSON, TENSOR_BASE64, TENSOR_BINARY, TEXT_PLAIN, VIDEO_MP4
 from ..server.output import Output
-from .latents import DEFAULT_MAX_PIXELS, Scaling, apply_decode_scaling, check_pixels, resolve_decode_scaling
+from .latents import Scaling, apply_decode_scaling, check_pixels, parse_max_pixels, resolve_decode_scaling
 from .loading import LoadedVAE, load_vae
+from .memory import budget_from_env
 from .mp4 import DEFAULT_CRF, encode_mp4
 from .parsing import parsed_once
 from .postprocess import to_uint8, to_unit
@@ -162,10 +163,9 @@ class VideoDecodeHandler:
         if not self.loaded.family.video:
             raise TypeError(f"{self.family!r} is an image family; VideoDecodeHandler serves video VAEs")
         self.max_frames = _env_int(env, "MAX_FRAMES", DEFAULT_MAX_FRAMES)
-        self.max_pixels = _env_int(env, "MAX_PIXELS", DEFAULT_MAX_PIXELS)
-        budget = (env.get("GPU_MEMORY_BUDGET_GB") or "").strip()
+        self.max_pixels = parse_max_pixels(env.get("MAX_PIXELS"))
         #: bytes of activations a request may use; the scheduler may replace it after warm-up
-        self.memory_budget_bytes: int | None = int(float(budget) * GiB) if budget else None
+        self.memory_budget_bytes: int | None = budget_from_env(env)
         self._configure_tiles()
         self._lock = threading.Lock()  # tiling is a model-wide switch: one decode at a time flips it
 
