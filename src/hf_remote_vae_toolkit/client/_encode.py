@@ -16,11 +16,14 @@ __all__ = ["remote_encode", "prepare_encode"]
 
 
 def prepare_encode(
-    image: torch.Tensor | Image.Image, scaling_factor: float | None = None, shift_factor: float | None = None
+    image: torch.Tensor | Image.Image,
+    scaling_factor: float | None = None,
+    shift_factor: float | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The request the reference client sends: no ``Content-Type`` (the server tells a tensor body
-    by ``shape``/``dtype`` in the query), a PNG for a PIL image."""
-    params: dict[str, Any] = {}
+    by ``shape``/``dtype`` in the query), a PNG for a PIL image. ``extra``: more query parameters."""
+    params: dict[str, Any] = {k: v for k, v in (extra or {}).items() if v is not None}
     if scaling_factor is not None:
         params["scaling_factor"] = scaling_factor
     if shift_factor is not None:
@@ -46,6 +49,9 @@ def remote_encode(
     scaling_factor: float | None = None,
     shift_factor: float | None = None,
     *,
+    sample: bool = False,
+    seed: int | None = None,
+    value_range: str | None = None,
     timeout: TimeoutArg = None,
     retries: RetriesArg = 3,
     token: TokenArg = None,
@@ -58,9 +64,15 @@ def remote_encode(
     ``[B, C, H/8, W/8]`` (always unpacked, also for Flux) in the server's dtype, with
     ``z = (z - shift_factor) * scaling_factor`` applied for the factors given.
 
-    ``timeout``, ``retries``, ``token`` and ``session`` are keyword-only and behave as in
-    ``remote_decode``; errors are ``ServiceError`` subclasses.
+    Keyword-only extras (the reference client has none of them): ``sample=True`` draws from the
+    latent distribution instead of taking its mode (``seed`` makes the draw reproducible);
+    ``value_range="-1,1"`` or ``"0,1"`` states a float tensor's range instead of letting the
+    server infer it from the presence of a negative value. ``timeout``, ``retries``, ``token`` and
+    ``session`` behave as in ``remote_decode``; errors are ``ServiceError`` subclasses.
     """
-    request = prepare_encode(image, scaling_factor, shift_factor)
+    if value_range is not None and value_range not in ("-1,1", "0,1"):
+        raise ValueError(f"value_range must be '-1,1' or '0,1', got {value_range!r}")
+    extra = {"sample": True if sample else None, "seed": seed if sample else None, "value_range": value_range}
+    request = prepare_encode(image, scaling_factor, shift_factor, extra)
     response = post(endpoint, **request, timeout=timeout, retries=retries, token=token, session=session)
     return tensor_from_response(response.content, response.headers)

@@ -10,9 +10,10 @@ import torch
 
 from ..vae.families import get_family
 from ._decode import remote_decode
+from ._encode import remote_encode
 from ._http import RetriesArg, TimeoutArg, TokenArg, new_session
 
-__all__ = ["RemoteVAE"]
+__all__ = ["RemoteLatentDistribution", "RemoteVAE"]
 
 
 class RemoteVAE:
@@ -32,8 +33,14 @@ class RemoteVAE:
     already de-normalised latents (SDXL text-to-image with ``force_upcast`` irrelevant, since
     ``config.force_upcast`` is False; Flux, which unpacks and shifts before ``decode``).
 
-    Not supported: ``encode`` (img2img, inpainting, ControlNet image inputs: raises
-    ``NotImplementedError``; use ``remote_encode``), tiling/slicing switches (the server decides;
+    Encoding (img2img): give ``encode_endpoint`` (an endpoint serving the same family's encode
+    handler) and ``vae.encode(x)`` sends ``x`` (``[B, 3, H, W]`` in [-1, 1], as pipelines preprocess
+    it) there. ``.latent_dist.mode()`` is the remote mode (equal to a local encode's, tested with
+    ``StableDiffusionImg2ImgPipeline``); ``.latent_dist.sample(generator)`` is a remote draw seeded
+    from ``generator.initial_seed()``: reproducible, but not the draw a local VAE would make with
+    that generator. Without ``encode_endpoint``, ``encode`` raises ``NotImplementedError``.
+
+    Not supported: tiling/slicing switches (the server decides;
     the ``enable_*`` methods are accepted and do nothing), and pipeline offload hooks (this is not a
     ``torch.nn.Module``, so ``pipe.to(...)``, ``pipe.device`` and CPU offload ignore it).
 
@@ -51,6 +58,7 @@ class RemoteVAE:
         family: str = "sd-v1",
         *,
         transfer: Literal["raw", "uint8"] = "raw",
+        encode_endpoint: str | None = None,
         timeout: TimeoutArg = None,
         retries: RetriesArg = 3,
         token: TokenArg = None,
@@ -62,6 +70,7 @@ class RemoteVAE:
             raise ValueError(f"transfer must be 'raw' or 'uint8', got {transfer!r}")
         fam = get_family(family)
         self.endpoint = endpoint
+        self.encode_endpoint = encode_endpoint
         self.family = fam
         self.transfer = transfer
         self._request: dict[str, Any] = {"timeout": timeout, "retries": retries, "token": token}
@@ -110,10 +119,32 @@ class RemoteVAE:
 
         return DecoderOutput(sample=sample)
 
-    def encode(self, *args: Any, **kwargs: Any) -> Any:
-        raise NotImplementedError(
-            "RemoteVAE only decodes; encode images with hf_remote_vae_toolkit.client.remote_encode"
+    def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
+        """Images ``[B, 3, H, W]`` in [-1, 1] -> an object with ``latent_dist`` (see the class docstring)."""
+        if self.encode_endpoint is None:
+            raise NotImplementedError(
+                "this RemoteVAE has no encode_endpoint; pass RemoteVAE(..., encode_endpoint=URL) or use "
+                "hf_remote_vae_toolkit.client.remote_encode"
+            )
+        dist = RemoteLatentDistribution(self, x)
+        if not return_dict:
+            return (dist,)
+        from diffusers.models.modeling_outputs import AutoencoderKLOutput
+
+        return AutoencoderKLOutput(latent_dist=dist)  # type: ignore[arg-type]
+
+    def _encode(self, x: torch.Tensor, *, sample: bool, seed: int | None) -> torch.Tensor:
+        assert self.encode_endpoint is not None
+        z = remote_encode(
+            self.encode_endpoint,
+            x,
+            sample=sample,
+            seed=seed,
+            value_range="-1,1",  # pipelines hand the VAE preprocessed images in [-1, 1]
+            session=self._session,
+            **self._request,
         )
+        return z.to(device=x.device, dtype=x.dtype)
 
     def to(self, *args: Any, **kwargs: Any) -> RemoteVAE:
         return self  # nothing local to move
@@ -122,3 +153,19 @@ class RemoteVAE:
         """Accepted for compatibility; the server tiles when a request would not fit its memory."""
 
     disable_tiling = enable_slicing = disable_slicing = enable_tiling
+
+
+class RemoteLatentDistribution:
+    """What pipelines read from ``vae.encode(x).latent_dist``: ``mode()`` and ``sample(generator)``,
+    each one remote encode (latents ``[B, C, H/8, W/8]``, un-normalised, in ``x``'s dtype and device)."""
+
+    def __init__(self, vae: RemoteVAE, x: torch.Tensor) -> None:
+        self._vae = vae
+        self._x = x
+
+    def mode(self) -> torch.Tensor:
+        return self._vae._encode(self._x, sample=False, seed=None)
+
+    def sample(self, generator: torch.Generator | None = None) -> torch.Tensor:
+        seed = generator.initial_seed() if generator is not None else None
+        return self._vae._encode(self._x, sample=True, seed=seed)

@@ -2,7 +2,8 @@
 
 Input: an image Pillow reads (any format, any mode: converted to RGB; alpha is dropped, not
 composited) or a tensor ``[B, 3, H, W]`` / ``[3, H, W]`` with values in [0, 1] (uint8: [0, 255]) or
-[-1, 1] (recognised, as diffusers' ``VaeImageProcessor`` does, by a negative value).
+[-1, 1]: as the ``value_range`` parameter says (``0,1`` or ``-1,1``), else recognised, as diffusers'
+``VaeImageProcessor`` does, by a negative value.
 
 Sizes not a multiple of 8 are floored by cropping the right and bottom edge (at most 7 pixels):
 no resampling, so every kept pixel is the client's own and keeps its coordinates, and
@@ -66,7 +67,22 @@ def image_to_tensor(image: Image.Image, multiple: int = 8) -> torch.Tensor:
     return torch.from_numpy(2.0 * unit - 1.0).permute(2, 0, 1).unsqueeze(0).contiguous()
 
 
-def _tensor_pixels(t: torch.Tensor, multiple: int) -> torch.Tensor:
+#: ``value_range`` parameter -> whether a float tensor is already in [-1, 1].
+VALUE_RANGES = {"0,1": False, "-1,1": True}
+
+
+def _value_range(params: Mapping[str, Any]) -> bool | None:
+    """True/False for an explicit ``value_range`` ([-1, 1] / [0, 1]); None: tell by a negative value."""
+    value = params.get("value_range")
+    if value is None:
+        return None
+    key = str(value).replace(" ", "")
+    if key not in VALUE_RANGES:
+        raise InvalidRequest(f"value_range must be one of {sorted(VALUE_RANGES)}, got {value!r}")
+    return VALUE_RANGES[key]
+
+
+def _tensor_pixels(t: torch.Tensor, multiple: int, signed: bool | None = None) -> torch.Tensor:
     if t.ndim == 3:
         t = t.unsqueeze(0)
     if t.ndim != 4 or t.shape[1] != 3:
@@ -76,7 +92,9 @@ def _tensor_pixels(t: torch.Tensor, multiple: int) -> torch.Tensor:
     if t.dtype == torch.uint8:
         return (2.0 * (t.float() / 255.0) - 1.0).contiguous()
     x = t.float()
-    if x.min() < 0:  # already [-1, 1]
+    if signed is None:  # a bright image in [-1, 1] has no negative value: send value_range to be sure
+        signed = bool(x.min() < 0)
+    if signed:
         return x.contiguous()
     return (2.0 * x - 1.0).contiguous()
 
@@ -115,7 +133,7 @@ def parse_encode(data: Mapping[str, Any], loaded: LoadedVAE, max_pixels: int) ->
     elif isinstance(inputs, torch.Tensor):
         if inputs.ndim >= 2:
             check_pixels(1, inputs.shape[-2], inputs.shape[-1], max_pixels, what="input image")
-        pixels = _tensor_pixels(inputs, multiple)
+        pixels = _tensor_pixels(inputs, multiple, _value_range(params))
     else:
         raise InvalidRequest(
             "encode expects an image body (PNG, JPEG, ...) or a tensor body with shape and dtype in the query, "
