@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import signal
+import sys
 import tempfile
 import time
 import traceback
@@ -53,6 +55,10 @@ class Plan:
     wire_sizes: list[int]
     encoding_sizes: list[int]
     encoding_repeats: int
+    # One torch thread in this process and in every server: on a shared 2-core machine, two OpenMP
+    # threads wait at barriers for a core someone else holds, and a decode's time swung 10x between
+    # repeats (measured: 0.09 s to 1.5 s for the same call). One thread is slower but steady.
+    torch_threads: int = 1
     family_handler: str = "sd-v1-decode"
     vae_size: str = "tiny"
     notes: list[str] = field(default_factory=list)
@@ -94,11 +100,15 @@ def _log(section: str) -> Callable[[dict[str, Any]], None]:
 
 def run_suite(plan: Plan, out_dir: Path, only: list[str] | None = None) -> dict[str, Any]:
     """Run every section of ``plan`` (or ``only`` those), write the report into ``out_dir``; return the results."""
+    import torch
+
     from hf_remote_vae_toolkit.server.loader import load_handler
     from hf_remote_vae_toolkit.settings import Settings
     from hf_remote_vae_toolkit.testing import serving_process
 
     started = time.perf_counter()
+    torch.set_num_threads(plan.torch_threads)
+    server_env = {"LOG_LEVEL": "warning", "OMP_NUM_THREADS": str(plan.torch_threads)}
     info = machine_info()
     results: dict[str, Any] = {"plan": asdict(plan), "machine": info, "sections": {}}
     with tempfile.TemporaryDirectory(prefix="hf-vae-bench-") as tmp, quiet_logs():
@@ -109,13 +119,13 @@ def run_suite(plan: Plan, out_dir: Path, only: list[str] | None = None) -> dict[
         # handler (the overhead section checks the outputs are equal). Not ``running_server``: its
         # listening socket is made with proto 0, so asyncio leaves TCP_NODELAY off and every small
         # response stalls ~40 ms on Nagle + delayed ACK (measured; `hf-remote-vae serve` is not affected).
-        with serving_process(model_dir, {"LOG_LEVEL": "warning"}, timeout=300) as (url, _proc):
+        with serving_process(model_dir, server_env, timeout=300) as (url, _proc):
             for name, section in SECTIONS.items():
                 if only and name not in only:
                     continue
                 try:
                     results["sections"][name] = section(
-                        plan, handler=handler, url=url, model_dir=model_dir, log=_log(name)
+                        plan, handler=handler, url=url, model_dir=model_dir, server_env=server_env, log=_log(name)
                     )
                 except Exception as exc:  # one failed section must not lose the others
                     traceback.print_exc()
@@ -149,6 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help=f"report folder (default {DEFAULT_OUT})")
     parser.add_argument("--only", nargs="+", help="run only these sections: overhead throughput wire encoding")
     args = parser.parse_args(argv)
+    # SIGTERM (a CI timeout, `kill`) unwinds like Ctrl-C, so the server child processes are stopped.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     results = run_suite(PLANS["quick" if args.quick else "full"], args.out, args.only)
     print("\n".join(["", *results["headline"], "", f"report: {results['report']}"]))
     failed = [k for k, v in results["sections"].items() if isinstance(v, dict) and "error" in v]

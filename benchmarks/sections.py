@@ -20,9 +20,15 @@ def _overhead(plan: Any, *, handler: Any, url: str, log: Any, **_: Any) -> list[
     return run_overhead(handler, url, list(plan.overhead_repeats), plan.overhead_repeats, log)
 
 
-def _throughput(plan: Any, *, model_dir: Path, log: Any, **_: Any) -> list[dict[str, Any]]:
+def _throughput(plan: Any, *, model_dir: Path, server_env: dict[str, str], log: Any, **_: Any) -> list[dict[str, Any]]:
     return run_throughput(
-        model_dir, plan.throughput_size, plan.concurrencies, plan.requests_per_run, plan.throughput_repeats, log
+        model_dir,
+        plan.throughput_size,
+        plan.concurrencies,
+        plan.requests_per_run,
+        plan.throughput_repeats,
+        log,
+        env=server_env,
     )
 
 
@@ -53,7 +59,8 @@ def preamble(plan: Any) -> str:
         "8x factor, 8-16 channels instead of 128-512): the real decoder is far too slow for a CPU suite, so the "
         "decode times here are small and the HTTP costs look large next to them. The output shapes are real. "
         "Latents are sent as float16 (what a GPU client holds); the tiny model runs in float32 on the CPU. "
-        "Times are medians; compared sides were measured alternately in this run."
+        "Times are medians; compared sides were measured alternately in this run. One torch thread in every "
+        "process (`OMP_NUM_THREADS=1`): on a shared 2-core machine two threads made decode times swing 10x."
     )
 
 

@@ -43,10 +43,7 @@ def _batch_counts(url: str) -> tuple[float, float]:
 
 
 @contextlib.contextmanager
-def _servers(model_dir: Path, threads: int | None) -> Iterator[dict[str, str]]:
-    env = {"LOG_LEVEL": "warning"}
-    if threads:
-        env["OMP_NUM_THREADS"] = str(threads)
+def _servers(model_dir: Path, env: dict[str, str]) -> Iterator[dict[str, str]]:
     with contextlib.ExitStack() as stack:
         urls = {}
         for side, extra in SIDES.items():
@@ -75,13 +72,19 @@ def _one_run(url: str, session: requests.Session, latents: torch.Tensor, n: int,
 
 
 def run_throughput(
-    model_dir: Path, size: int, concurrencies: list[int], requests_per_run: int, repeats: int, log: Any
+    model_dir: Path,
+    size: int,
+    concurrencies: list[int],
+    requests_per_run: int,
+    repeats: int,
+    log: Any,
+    env: dict[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """Rows of ``{concurrency, ours_rps, reference_rps, ratio, ours_mean_batch, ...}``."""
     latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(1)).half()
     session = new_session(pool_size=max(concurrencies))
     results: dict[tuple[str, int], list[dict[str, float]]] = {}
-    with _servers(model_dir, threads=None) as urls:
+    with _servers(model_dir, {"LOG_LEVEL": "warning", **(env or {})}) as urls:
         for url in urls.values():  # warm-up: connections, first-shape costs, batch shapes
             _one_run(url, session, latents, max(concurrencies), max(concurrencies))
         for r in range(repeats):

@@ -1,0 +1,10 @@
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# The benchmarks live at the repository root, outside the installed package: make them importable
+# for the unit tests here (the end-to-end tests run them as `python -m`, as `make bench` does).
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
