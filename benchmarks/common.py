@@ -12,6 +12,7 @@ import datetime as dt
 import json
 import os
 import platform
+import re
 import statistics
 import sys
 import time
@@ -21,12 +22,12 @@ from typing import Any
 
 __all__ = [
     "median_ms",
-    "paired_ms",
     "machine_info",
     "load_average",
     "make_repo",
     "JsonLines",
     "quiet_logs",
+    "read_metrics",
 ]
 
 
@@ -41,31 +42,6 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     for _ in range(warmup):
         fn()
     return statistics.median(_time_once(fn) for _ in range(repeats))
-
-
-def paired_ms(a: Callable[[], Any], b: Callable[[], Any], repeats: int, warmup: int = 1) -> dict[str, float]:
-    """Time ``a`` and ``b`` alternately; medians of each and of the per-pair difference ``b - a``.
-
-    The median of paired differences is steadier than the difference of medians when the load on
-    the machine drifts during the run: both halves of a pair see the same moment's load.
-    """
-    for _ in range(warmup):
-        a()
-        b()
-    ta, tb = [], []
-    for i in range(repeats):
-        # Swap the order every other pair so neither side always runs on a warmer cache.
-        if i % 2:
-            tb.append(_time_once(b))
-            ta.append(_time_once(a))
-        else:
-            ta.append(_time_once(a))
-            tb.append(_time_once(b))
-    return {
-        "a_ms": statistics.median(ta),
-        "b_ms": statistics.median(tb),
-        "diff_ms": statistics.median(y - x for x, y in zip(ta, tb)),
-    }
 
 
 def load_average() -> list[float] | None:
@@ -145,3 +121,15 @@ def quiet_logs() -> Iterator[None]:
         yield
     finally:
         logger.setLevel(old)
+
+
+def read_metrics(url: str, *names: str) -> list[float]:
+    """Values of unlabelled samples (``hf_vae_handler_seconds_sum``...) from the server's ``/metrics``."""
+    import requests
+
+    text = requests.get(f"{url}/metrics", timeout=10).text
+    values = []
+    for name in names:
+        match = re.search(rf"^{re.escape(name)}\s+(\S+)$", text, re.MULTILINE)
+        values.append(float(match.group(1)) if match else float("nan"))
+    return values

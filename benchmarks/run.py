@@ -68,10 +68,10 @@ PLANS = {
     "full": Plan(
         name="full",
         overhead_repeats={512: 9, 1024: 5},
-        throughput_size=256,
+        throughput_size=512,
         concurrencies=[1, 4, 16],
         requests_per_run=32,
-        throughput_repeats=3,
+        throughput_repeats=5,
         wire_sizes=[512, 1024],
         encoding_sizes=[512, 1024],
         encoding_repeats=5,

@@ -73,15 +73,21 @@ REPORT_SECTIONS = [
             ("output", "output"),
             ("inproc_ms", "in-process ms"),
             ("http_ms", "HTTP ms"),
-            ("added_ms", "added ms (median of pairs)"),
-            ("ratio", "HTTP / in-process"),
+            ("server_handler_ms", "server handler ms"),
+            ("encode_ms", "response encoding ms"),
+            ("added_ms", "added ms (round trip - handler)"),
+            ("ratio", "overhead ratio"),
             ("same_output", "same output"),
             ("repeats", "pairs"),
         ],
         "In-process: the handler's call plus the server's own response encoding (`encode_response`): the exact "
         "response body. HTTP: our `remote_decode` against `hf-remote-vae serve` (a child process loading the same "
         "weight files) on loopback: adds the request and response bodies, query parsing, the scheduler's "
-        "hop to its worker, and the client's parsing (JPEG/PNG decode to a PIL image, tensor from bytes).",
+        "hop to its worker, and the client's parsing (JPEG/PNG decode to a PIL image, tensor from bytes). "
+        "The decode's own variation is far larger than what HTTP adds, so *added* is measured per request as "
+        "the round trip minus the server's handler time for that request (from `/metrics`) minus the response "
+        "encoding (the server encodes images outside the handler; the in-process encode time stands for it), "
+        "and the overhead ratio is (in-process + added) / in-process; the raw medians are beside it.",
     ),
     (
         "throughput",
@@ -99,8 +105,11 @@ REPORT_SECTIONS = [
         ],
         "Two `hf-remote-vae serve` child processes on loopback, ours with the defaults (`MAX_BATCH_SIZE=8`, "
         "`MAX_BATCH_DELAY_MS=5`) and the reference with `MAX_BATCH_SIZE=1`; JPEG output; the client is "
-        "`decode_many` with that many threads. On a CPU one image already keeps every core busy, so batching "
-        "has little to win; on a GPU a batch of 8 512² images runs at 1.7x the batch-1 rate (ANCHORS.md).",
+        "`decode_many` with that many threads. At concurrency 1 both servers do exactly the same (nothing to "
+        "batch), so that row's ratio is this machine's noise floor. On a CPU one image already keeps the core "
+        "busy and a batch of 512² images runs slower per image (its activations leave the caches), so batching "
+        "can lose here; on a GPU a batch of 8 512² images runs at 1.7x the batch-1 rate (ANCHORS.md): see the "
+        "GPU script.",
     ),
     (
         "wire",

@@ -11,7 +11,6 @@ The mean batch size each server ran is read from its ``/metrics`` (``hf_vae_batc
 from __future__ import annotations
 
 import contextlib
-import re
 import statistics
 import time
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import torch
 from hf_remote_vae_toolkit.client import decode_many, new_session
 from hf_remote_vae_toolkit.testing import serving_process
 
+from .common import read_metrics
 from .outputs import SD_SCALING
 
 __all__ = ["run_throughput", "SIDES"]
@@ -32,14 +32,9 @@ __all__ = ["run_throughput", "SIDES"]
 SIDES = {"ours": {}, "reference": {"MAX_BATCH_SIZE": "1"}}
 
 
-def _batch_counts(url: str) -> tuple[float, float]:
-    """(sum of batch sizes, handler calls) so far, from the server's Prometheus text."""
-    text = requests.get(f"{url}/metrics", timeout=10).text
-    found = {}
-    for name in ("sum", "count"):
-        match = re.search(rf"^hf_vae_batch_size_{name}\s+(\S+)$", text, re.MULTILINE)
-        found[name] = float(match.group(1)) if match else float("nan")
-    return found["sum"], found["count"]
+def _batch_counts(url: str) -> list[float]:
+    """[sum of batch sizes, handler calls] so far."""
+    return read_metrics(url, "hf_vae_batch_size_sum", "hf_vae_batch_size_count")
 
 
 @contextlib.contextmanager
@@ -62,7 +57,7 @@ def _one_run(url: str, session: requests.Session, latents: torch.Tensor, n: int,
         progress=False,
         session=session,
         scaling_factor=SD_SCALING,
-        retries=0,
+        retries=2,  # an idle pooled connection closed by the server's keep-alive timeout is retried
         image_format="jpg",
     )
     seconds = time.perf_counter() - start
