@@ -61,7 +61,10 @@ GPU_SECTIONS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         ],
         "Local: a client that holds the VAE and decodes (weights + latent + activations + output). Remote: a client "
         "that holds only its latent and sends it. The diffusion model, the same on both sides, is left out. "
-        "Full-size configs, random weights; one timed decode per row (image rows after one untimed call).",
+        "Full-size configs, random weights; one timed decode per row (image rows after one untimed call). "
+        "Allocator figures (`max_memory_allocated`): the CUDA context, which both clients have once they use "
+        "the GPU at all, is not in them. HunyuanVideo's local decode is diffusers' default, which already "
+        "decodes in chunks of frames (framewise) as ANCHORS.md measured it; tiled adds spatial tiles.",
     ),
     (
         "server_decode",

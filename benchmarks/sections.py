@@ -105,7 +105,9 @@ REPORT_SECTIONS = [
         ],
         "Two `hf-remote-vae serve` child processes on loopback, ours with the defaults (`MAX_BATCH_SIZE=8`, "
         "`MAX_BATCH_DELAY_MS=5`) and the reference with `MAX_BATCH_SIZE=1`; JPEG output; the client is "
-        "`decode_many` with that many threads. At concurrency 1 both servers do exactly the same (nothing to "
+        "`decode_many` with that many threads. A fresh pair of servers per concurrency level, warmed up alike "
+        "(a server's allocator remembers the batches it served: with one shared pair, ours ran single "
+        "requests 26% faster for that reason alone). At concurrency 1 both servers do exactly the same (nothing to "
         "batch), so that row's ratio is this machine's noise floor. On a CPU one image already keeps the core "
         "busy and a batch of 512² images runs slower per image (its activations leave the caches), so batching "
         "can lose here; on a GPU a batch of 8 512² images runs at 1.7x the batch-1 rate (ANCHORS.md): see the "
