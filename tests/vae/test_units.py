@@ -202,6 +202,14 @@ def test_png_is_lossless_and_jpeg_quality_matters() -> None:
         media.encode_jpeg(img, quality=0)
 
 
+def test_fast_png_keeps_smooth_images_small() -> None:
+    # A flat-ish image must still compress like PNG should (the Huffman-only strategy made it 10x larger).
+    y, x = np.mgrid[0:256, 0:256]
+    gradient = Image.fromarray(np.stack([x % 256, y % 256, (x + y) // 2 % 256], -1).astype(np.uint8))
+    raw_bytes = 256 * 256 * 3
+    assert len(media.encode_png(gradient)) < raw_bytes / 20
+
+
 # --------------------------------------------------------------------------- loading and init-repo
 
 
