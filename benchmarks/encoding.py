@@ -28,7 +28,8 @@ ANCHOR_DECODE_MS = {512: 22.0, 1024: 90.0, 2048: 421.0}
 
 ENCODERS: dict[str, Callable[[Any], bytes]] = {
     "jpeg q75": lambda im: media.encode_jpeg(im, quality=75),
-    "png ours (L1 huffman)": media.encode_png,
+    # Named from the live setting, which media.py's owners tune.
+    "png ours (" + ", ".join(f"{k}={v}" for k, v in media.PNG_OPTIONS.items()) + ")": media.encode_png,
     "png default (L6)": lambda im: _pillow_default_png(im),
     "webp q75": lambda im: media.encode_webp(im, quality=75),
 }

@@ -16,8 +16,12 @@ def headline(sections: dict[str, Any]) -> list[str]:
     lines = []
     overhead = _rows(sections, "overhead")
     for size in sorted({r["size"] for r in overhead}):
-        parts = [f"{r['output']} {r['ratio']:.2f}x (+{r['added_ms']:.1f} ms)" for r in overhead if r["size"] == size]
-        lines.append(f"Overhead of HTTP over an in-process call at {size}²: " + ", ".join(parts))
+        rows = [r for r in overhead if r["size"] == size]
+        parts = [f"{r['output']} +{r['added_ms']:.1f} ms ({r['ratio']:.2f}x)" for r in rows]
+        line = f"HTTP over an in-process call at {size}², added ms (ratio on this CPU): " + ", ".join(parts)
+        if rows[0].get("ratio_h100"):
+            line += "; next to an H100 decode: " + ", ".join(f"{r['output']} {r['ratio_h100']:.2f}x" for r in rows)
+        lines.append(line)
     throughput = _rows(sections, "throughput")
     if throughput:
         parts = [f"c={r['concurrency']}: {r['ratio']:.2f}x" for r in throughput]

@@ -118,7 +118,7 @@ def write_chart(path: Path, results: dict[str, Any]) -> bool:
     _bars(
         axes[1][1],
         enc or None,
-        lambda r: f"{r['encoder']}\n{r['size']}²",
+        lambda r: " ".join(r["encoder"].split()[:2]) + f"\n{r['size']}²",
         ("encode_ms", "cpu_decode_ms"),
         ("encode", "decode (this CPU)"),
         "ms",

@@ -58,7 +58,8 @@ def test_cpu_suite_quick_writes_a_full_report(tmp_path: Path) -> None:
     assert wire["uint8 tensor"]["response_bytes"] == 64 * 64 * 3
     assert wire["raw tensor"]["response_bytes"] == 64 * 64 * 3 * 4  # float32 on the CPU
     assert wire["jpeg"]["latent_bytes"] == 4 * 8 * 8 * 2  # a float16 latent
-    assert {r["encoder"] for r in sections["encoding"]} >= {"jpeg q75", "png ours (L1 huffman)"}
+    encoders = {r["encoder"] for r in sections["encoding"]}
+    assert "jpeg q75" in encoders and any(name.startswith("png ours (") for name in encoders)
     assert "report:" in proc.stdout
     index = (tmp_path / "README.md").read_text().splitlines()
     assert [line for line in index if line.startswith("- [")] == [f"- [{name}]({name}.md)" for name in _stems(tmp_path)]
