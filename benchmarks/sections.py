@@ -110,7 +110,7 @@ REPORT_SECTIONS = [
             ("requests", "requests per run"),
             ("repeats", "runs"),
         ],
-        "Two `hf-remote-vae serve` child processes on loopback, ours with the defaults (`MAX_BATCH_SIZE=8`, "
+        "Two `hf-remote-vae serve` child processes on loopback, ours with batching on (`MAX_BATCH_SIZE=8`, the GPU default, "
         "`MAX_BATCH_DELAY_MS=5`) and the reference with `MAX_BATCH_SIZE=1`; JPEG output; the client is "
         "`decode_many` with that many threads. A fresh pair of servers per concurrency level, warmed up alike "
         "(a server's allocator remembers the batches it served: with one shared pair, ours ran single "

@@ -36,7 +36,7 @@ from .outputs import SD_SCALING
 __all__ = ["run_throughput", "SIDES"]
 
 #: Server settings of each side, as environment variables.
-SIDES = {"ours": {}, "reference": {"MAX_BATCH_SIZE": "1"}}
+SIDES = {"ours": {"MAX_BATCH_SIZE": "8"}, "reference": {"MAX_BATCH_SIZE": "1"}}
 
 
 def _batch_counts(url: str) -> list[float]:

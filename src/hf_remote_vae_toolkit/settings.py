@@ -60,7 +60,7 @@ class Settings:
     # scheduling
     max_queue_size: int = 64
     request_timeout_s: float = 300.0
-    max_batch_size: int = 8
+    max_batch_size: int | None = None  # None: 8 when the workers are GPUs, 1 on a CPU
     max_batch_delay_ms: float = 5.0
     gpu_memory_budget_gb: float | None = None  # None: free memory after warm-up minus a margin
     workers: int | None = None  # None: one per visible GPU, else one
@@ -83,7 +83,7 @@ class Settings:
             log_level=(_str(env, "LOG_LEVEL", "info") or "info").lower(),
             max_queue_size=_int(env, "MAX_QUEUE_SIZE", 64),
             request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 300.0) or 300.0,
-            max_batch_size=max(1, _int(env, "MAX_BATCH_SIZE", 8)),
+            max_batch_size=max(1, _int(env, "MAX_BATCH_SIZE", 0)) if env.get("MAX_BATCH_SIZE") else None,
             max_batch_delay_ms=max(0.0, _float(env, "MAX_BATCH_DELAY_MS", 5.0) or 0.0),
             gpu_memory_budget_gb=_float(env, "GPU_MEMORY_BUDGET_GB", None),
             workers=_int(env, "WORKERS", 0) or None,

@@ -48,7 +48,9 @@ def running_server(
 
     settings = Settings(model_dir=os.fspath(model_dir) if model_dir else "", host="127.0.0.1", **overrides)
     app = create_app(settings, handler=handler)
-    sock = socket.socket()
+    # IPPROTO_TCP explicitly: asyncio turns Nagle's algorithm off only for sockets that say they are
+    # TCP, and with it on every small response waits ~40 ms for the client's delayed ACK.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]

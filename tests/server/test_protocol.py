@@ -71,5 +71,7 @@ def test_settings_from_env() -> None:
     assert (s.model_dir, s.port, s.max_request_bytes, s.api_token) == ("/m", 8080, 10, "t")
     assert s.max_batch_size == 1 and s.gpu_memory_budget_gb == 1.5 and s.default_pipeline_name == "h.py"
     assert Settings.from_env({}).port == 5000 and Settings.from_env({}).host == "0.0.0.0"
+    assert Settings.from_env({}).max_batch_size is None  # chosen by device: 8 on GPUs, 1 on a CPU
+    assert Settings.from_env({"MAX_BATCH_SIZE": "4"}).max_batch_size == 4
     with pytest.raises(ValueError, match="PORT must be an integer"):
         Settings.from_env({"PORT": "http"})

@@ -122,6 +122,15 @@ def test_compatible_requests_share_batches_and_get_their_own_outputs() -> None:
     assert sum(sizes) == 8 and max(sizes) > 1, sizes
 
 
+def test_on_a_cpu_batching_is_off_unless_asked_for() -> None:
+    # MAX_BATCH_SIZE unset: 8 on GPUs, 1 on a CPU (where batched decodes measured slower per image)
+    handler = BatchingHandler(delay=0.2)
+    with running_server(handler=handler, max_batch_delay_ms=50) as url:
+        responses = burst(url, [float(i) for i in range(4)])
+    assert all(r.status_code == 200 for r in responses)
+    assert [len(c) for c in handler.calls] == [1, 1, 1, 1]
+
+
 def test_different_shapes_never_share_a_batch() -> None:
     handler = BatchingHandler(delay=0.2)
     shapes = [(1, 4), (1, 8)] * 4

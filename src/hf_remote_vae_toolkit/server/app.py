@@ -91,6 +91,18 @@ def _warm_up(handlers: list[Any], devices: list[int | None]) -> None:
         log.info("Warm-up done in %.1f ms", (time.perf_counter() - started) * 1000)
 
 
+#: Micro-batch bound when MAX_BATCH_SIZE is unset. A GPU decodes a batch of 8 512² images at 1.7x the
+#: batch-1 rate (ANCHORS.md); a CPU is already saturated by one image, and batches there measured
+#: 0.69x the throughput of one-at-a-time at concurrency 16 (benchmarks/results), so it does not batch.
+DEFAULT_GPU_BATCH = 8
+
+
+def _batch_size(settings: Settings, devices: list[int | None]) -> int:
+    if settings.max_batch_size is not None:
+        return settings.max_batch_size
+    return DEFAULT_GPU_BATCH if any(d is not None for d in devices) else 1
+
+
 def _memory_budget(settings: Settings, devices: list[int | None]) -> int | None:
     if settings.gpu_memory_budget_gb is not None:
         return int(settings.gpu_memory_budget_gb * GiB)
@@ -127,7 +139,7 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
             metrics,
             max_queue_size=settings.max_queue_size,
             request_timeout_s=settings.request_timeout_s,
-            max_batch_size=settings.max_batch_size,
+            max_batch_size=_batch_size(settings, devices),
             max_batch_delay_ms=settings.max_batch_delay_ms,
             memory_budget=budget,
             devices=devices,
