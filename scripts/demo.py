@@ -8,7 +8,7 @@ Steps, all local (no network, no GPU needed):
 4. write ``demo-out/decoded.png`` and print the timings.
 
 Random weights decode to noise: the point is the path, not the picture. For real images serve the
-real weights: ``HF_MODEL_ID=stabilityai/sd-vae-ft-mse hf-remote-vae serve``, or a deployable repo from
+real weights: ``HF_MODEL_ID=stabilityai/sd-vae-ft-mse HF_MODEL_DIR=./sd-vae-ft-mse hf-remote-vae serve``, or a deployable repo from
 ``hf-remote-vae init-repo sd-v1-decode --out DIR --weights stabilityai/sd-vae-ft-mse``.
 """
 
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print("That image is noise: the VAE has random weights, so only the path is real.")
     print("To decode real images, serve the real weights (needs access to the Hugging Face Hub):")
-    print("  HF_MODEL_ID=stabilityai/sd-vae-ft-mse hf-remote-vae serve")
+    print("  HF_MODEL_ID=stabilityai/sd-vae-ft-mse HF_MODEL_DIR=./sd-vae-ft-mse hf-remote-vae serve")
     print("or make a deployable repo (handler + weights) to push to the Hub or point HF_MODEL_DIR at:")
     print("  hf-remote-vae init-repo sd-v1-decode --out ./sd-v1-decode --weights stabilityai/sd-vae-ft-mse")
     return 0 if same else 1
