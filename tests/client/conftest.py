@@ -143,3 +143,40 @@ def toys() -> SimpleNamespace:
     return SimpleNamespace(
         ToyDecoder=ToyDecoder, ToyEncoder=ToyEncoder, Flaky=Flaky, Sleepy=Sleepy, Indexed=Indexed, png_bytes=png_bytes
     )
+
+
+EMBED_DIM = 16  # the prompt embedding width of the tiny pipelines
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_parts() -> Any:
+    """``make(pipeline_class, vae)``: a tiny Stable Diffusion pipeline built from configs (no text
+    encoder or tokenizer: tests pass ``prompt_embeds`` of width ``EMBED_DIM``; nothing downloads)."""
+    from diffusers import DDIMScheduler, UNet2DConditionModel
+
+    def make(pipeline_class: Any, vae: Any) -> Any:
+        torch.manual_seed(0)
+        unet = UNet2DConditionModel(
+            sample_size=8,
+            in_channels=4,
+            out_channels=4,
+            block_out_channels=(8, 16),
+            layers_per_block=1,
+            norm_num_groups=4,
+            down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
+            cross_attention_dim=EMBED_DIM,
+            attention_head_dim=2,
+        ).eval()
+        return pipeline_class(
+            vae=vae,
+            text_encoder=None,
+            tokenizer=None,
+            unet=unet,
+            scheduler=DDIMScheduler(),
+            safety_checker=None,
+            feature_extractor=None,
+            requires_safety_checker=False,
+        )
+
+    return SimpleNamespace(make=make, embed_dim=EMBED_DIM)

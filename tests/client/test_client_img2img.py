@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionImg2ImgPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionImg2ImgPipeline
 from PIL import Image
 
 from hf_remote_vae_toolkit.client import RemoteVAE, remote_encode
@@ -16,7 +16,7 @@ from hf_remote_vae_toolkit.testing import running_server
 from hf_remote_vae_toolkit.vae.loading import find_weights_dir
 from hf_remote_vae_toolkit.vae.repo import init_repo
 
-EMBED_DIM = 16
+EMBED_DIM = 16  # as the tiny_sd_parts fixture builds the UNet
 
 
 @pytest.fixture(scope="module")
@@ -71,35 +71,10 @@ def test_value_range_says_what_a_positive_tensor_means(servers) -> None:
         remote_encode(encode_url, x, value_range="0,255")
 
 
-def tiny_img2img(vae) -> StableDiffusionImg2ImgPipeline:
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=EMBED_DIM,
-        attention_head_dim=2,
-    ).eval()
-    return StableDiffusionImg2ImgPipeline(
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        unet=unet,
-        scheduler=DDIMScheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
-
-
-def test_img2img_pipeline_runs_with_no_local_vae(servers) -> None:
+def test_img2img_pipeline_runs_with_no_local_vae(servers, tiny_sd_parts) -> None:
     decode_url, encode_url, _ = servers
-    pipe = tiny_img2img(RemoteVAE(decode_url, family="sd-v1", encode_endpoint=encode_url))
+    remote = RemoteVAE(decode_url, family="sd-v1", encode_endpoint=encode_url)
+    pipe = tiny_sd_parts.make(StableDiffusionImg2ImgPipeline, remote)
     init = Image.fromarray((bright_image()[0].permute(1, 2, 0).numpy() * 255).astype("uint8"))
     embeds = torch.randn(1, 4, EMBED_DIM, generator=torch.Generator().manual_seed(1))
 

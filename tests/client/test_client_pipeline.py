@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
+from diffusers import AutoencoderKL, StableDiffusionPipeline
 from PIL import Image
 
 from hf_remote_vae_toolkit.client import RemoteVAE
@@ -17,7 +17,7 @@ from hf_remote_vae_toolkit.testing import running_server
 from hf_remote_vae_toolkit.vae.loading import find_weights_dir
 from hf_remote_vae_toolkit.vae.repo import init_repo
 
-EMBED_DIM = 16
+EMBED_DIM = 16  # as the tiny_sd_parts fixture builds the UNet
 
 
 @pytest.fixture(scope="module")
@@ -29,31 +29,10 @@ def served_vae(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, 
         yield url, local
 
 
-def tiny_pipeline(vae) -> StableDiffusionPipeline:
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        sample_size=8,
-        in_channels=4,
-        out_channels=4,
-        block_out_channels=(8, 16),
-        layers_per_block=1,
-        norm_num_groups=4,
-        down_block_types=("CrossAttnDownBlock2D", "DownBlock2D"),
-        up_block_types=("UpBlock2D", "CrossAttnUpBlock2D"),
-        cross_attention_dim=EMBED_DIM,
-        attention_head_dim=2,
-    ).eval()
-    # No text encoder or tokenizer: the prompt arrives as embeddings (a tokenizer cannot be downloaded here).
-    return StableDiffusionPipeline(
-        vae=vae,
-        text_encoder=None,
-        tokenizer=None,
-        unet=unet,
-        scheduler=DDIMScheduler(),
-        safety_checker=None,
-        feature_extractor=None,
-        requires_safety_checker=False,
-    )
+@pytest.fixture(scope="module")
+def tiny_pipeline(tiny_sd_parts):
+    """``tiny_pipeline(vae)``: a tiny StableDiffusionPipeline (prompt embeddings in, no tokenizer)."""
+    return lambda vae: tiny_sd_parts.make(StableDiffusionPipeline, vae)
 
 
 def run(pipe: StableDiffusionPipeline, output_type: str):
@@ -70,7 +49,7 @@ def run(pipe: StableDiffusionPipeline, output_type: str):
     ).images
 
 
-def test_pipeline_with_remote_vae_matches_local_vae(served_vae) -> None:
+def test_pipeline_with_remote_vae_matches_local_vae(served_vae, tiny_pipeline) -> None:
     url, local_vae = served_vae
     with torch.no_grad():
         expected = run(tiny_pipeline(local_vae), "np")
@@ -83,7 +62,7 @@ def test_pipeline_with_remote_vae_matches_local_vae(served_vae) -> None:
     assert len(images) == 2 and all(isinstance(im, Image.Image) and im.size == (64, 64) for im in images)
 
 
-def test_uint8_transfer_gives_the_same_pil_images(served_vae) -> None:
+def test_uint8_transfer_gives_the_same_pil_images(served_vae, tiny_pipeline) -> None:
     url, _ = served_vae
     with torch.no_grad():
         raw = run(tiny_pipeline(RemoteVAE(url, family="sd-v1")), "pil")
