@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import torch
 
-from hf_remote_vae_toolkit.errors import InvalidRequest, PayloadTooLarge
+from hf_remote_vae_toolkit.errors import InvalidRequest
 
 from .conftest import VideoRepo
 
@@ -64,10 +64,8 @@ def test_budget_switches_the_estimate_to_tiled(repo: VideoRepo) -> None:
     handler.memory_budget_bytes = untiled - 1
     assert handler.needs_tiling((1, 16, 2, 40, 40))
     assert handler.estimate_memory(big) < untiled
-    handler.validate(big)
     handler.memory_budget_bytes = 1024
-    with pytest.raises(PayloadTooLarge, match="even tiled"):
-        handler.validate(big)
+    assert handler.estimate_memory(big) > 1024  # the scheduler answers 413 (test_video_tiling)
 
 
 def test_budget_from_the_environment_and_warmup(repo: VideoRepo) -> None:

@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import torch
 
-from ..errors import InvalidRequest, PayloadTooLarge
+from ..errors import InvalidRequest
 from ..protocol import HEADER_TILED, JSON, TENSOR_BASE64, TENSOR_BINARY, TEXT_PLAIN, VIDEO_MP4
 from ..server.output import Output
 from .latents import Scaling, apply_decode_scaling, check_pixels, parse_max_pixels, resolve_decode_scaling
@@ -44,7 +44,6 @@ from .video_memory import TileSizes, estimate_video_decode_bytes, num_output_fra
 __all__ = ["VideoDecodeHandler", "VideoRequest", "OUTPUTS", "VALID_OUTPUTS", "DEFAULT_MAX_FRAMES"]
 
 DEFAULT_MAX_FRAMES = 257
-GiB = 1024**3
 
 #: Accept values a tensor result can be serialised as (None: the client takes anything).
 _TENSOR_ACCEPTS = frozenset({None, TENSOR_BINARY, TENSOR_BASE64, JSON})
@@ -229,9 +228,8 @@ class VideoDecodeHandler:
         return VideoRequest(latents=z, output=output, scaling=scaling, fps=fps, crf=crf, accept=accept)
 
     def validate(self, data: Mapping[str, Any]) -> None:
-        """The request's own checks, then the memory budget (which the scheduler may change)."""
-        req = parsed_once(data, self.parse)
-        self._check_budget(tuple(req.latents.shape))
+        """Every check that needs no GPU (the memory budget is the scheduler's, via ``estimate_memory``)."""
+        parsed_once(data, self.parse)
 
     def batch_key(self, data: Mapping[str, Any]) -> None:
         """Never batch: one video already fills a GPU, and batching would multiply the memory a request holds."""
@@ -259,17 +257,6 @@ class VideoDecodeHandler:
             return 0  # validate() refuses it before anything runs
         shape = tuple(z.shape)
         return self._estimate(shape, tiled=self.needs_tiling(shape))
-
-    def _check_budget(self, shape: tuple[int, ...]) -> None:
-        budget = self.memory_budget_bytes
-        if budget is None or not self.needs_tiling(shape):
-            return
-        tiled = self._estimate(shape, tiled=True)
-        if tiled > budget:
-            raise PayloadTooLarge(
-                f"decoding {list(shape)} needs about {tiled / GiB:.1f} GiB even tiled, over this endpoint's "
-                f"{budget / GiB:.1f} GiB budget; send fewer frames, a smaller size, or a batch of 1"
-            )
 
     # ----------------------------------------------------------------- the request
 
