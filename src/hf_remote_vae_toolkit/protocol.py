@@ -206,8 +206,7 @@ def parse_shape(value: Any) -> tuple[int, ...]:
 
 def tensor_nbytes(shape: Sequence[int], dtype: torch.dtype) -> int:
     """Bytes of a tensor of that shape and dtype (Python integers: no overflow, no allocation)."""
-    itemsize = torch.empty((), dtype=dtype).element_size()
-    return math.prod(shape) * itemsize
+    return math.prod(shape) * dtype.itemsize
 
 
 def tensor_from_bytes(body: bytes | bytearray | memoryview, shape: Any, dtype: Any) -> torch.Tensor:

@@ -67,29 +67,22 @@ def _download(repo_id: str, revision: str, token: str | None, target: Path) -> N
     shutil.copytree(cached, target, dirs_exist_ok=True)  # follows the cache's symlinks to real files
 
 
-def find_handler_file(model_dir: Path, pipeline_name: str = "handler.py") -> tuple[Path, str]:
-    """(file, class name) of the custom handler in ``model_dir``."""
+def find_handler_file(model_dir: Path, pipeline_name: str = "handler.py") -> tuple[Path, str] | None:
+    """(file, class name) of the custom handler in ``model_dir``, or None when there is none."""
     custom = model_dir / pipeline_name
     if custom.is_file():
         return custom, "EndpointHandler"
     legacy = model_dir / _LEGACY[0]
     if legacy.is_file():
         return legacy, _LEGACY[1]
-    raise HandlerLoadError(
-        f"no {pipeline_name} (or legacy {_LEGACY[0]}) in {model_dir}",
-        f"put a {pipeline_name} defining `class EndpointHandler` in the model directory "
-        "(`hf-remote-vae init-repo NAME --out DIR` writes one), or set HF_TASK to a shipped handler "
-        "such as sd-v1-decode when the directory holds only VAE weights",
-    )
+    return None
 
 
-def _builtin_handler(settings: Settings, model_dir: Path) -> Any:
-    """A shipped VAE handler for a directory with weights but no handler file (or None).
+def _builtin_class(settings: Settings, model_dir: Path) -> tuple[type, str] | None:
+    """A shipped VAE handler class for a directory with weights but no handler file, and its name.
 
     ``HF_TASK`` names it (``sd-v1-decode``); without it the weights' config.json decides.
     """
-    if (model_dir / settings.default_pipeline_name).is_file() or (model_dir / _LEGACY[0]).is_file():
-        return None
     from ..vae.builtin import BUILTIN_HANDLERS, builtin_handler_class, detect_handler_name
 
     name = settings.task or detect_handler_name(model_dir)
@@ -108,26 +101,11 @@ def _builtin_handler(settings: Settings, model_dir: Path) -> Any:
         name,
         how,
     )
-    try:
-        handler = builtin_handler_class(name)(os.fspath(model_dir))
-    except Exception as exc:
-        raise HandlerLoadError(
-            f"the built-in {name} handler could not load {model_dir}: {exc!r}",
-            f"check that {model_dir} (or its vae/ folder) holds the weights of a {name.rsplit('-', 1)[0]} VAE",
-        ) from exc
-    log.info("Model initialized successfully")
-    return handler
+    return builtin_handler_class(name), name
 
 
-def load_handler(settings: Settings, model_dir: Path | None = None) -> Any:
-    """Import the handler file and build the handler with the model directory as a string."""
-    model_dir = model_dir or ensure_model_dir(settings)
-    log.info("Initializing model from directory:%s", model_dir)
-    builtin = _builtin_handler(settings, model_dir)
-    if builtin is not None:
-        return builtin
-    handler_file, class_name = find_handler_file(model_dir, settings.default_pipeline_name)
-    log.info("Found custom pipeline at %s", handler_file)
+def _import_handler_class(model_dir: Path, handler_file: Path, class_name: str) -> type:
+    """Import ``handler_file`` (its directory on ``sys.path``) and return ``class_name`` from it."""
     if str(model_dir) not in sys.path:
         sys.path.insert(0, str(model_dir))
     module_name = f"_hf_handler_{abs(hash(str(handler_file)))}"
@@ -150,12 +128,35 @@ def load_handler(settings: Settings, model_dir: Path | None = None) -> Any:
             f"{handler_file} defines no `{class_name}`",
             f"define `class {class_name}` with __init__(self, path) and __call__(self, data)",
         )
+    return cls
+
+
+def load_handler(settings: Settings, model_dir: Path | None = None) -> Any:
+    """Find the handler (custom file, else a shipped one for bare weights) and build it with the
+    model directory as a string."""
+    model_dir = model_dir or ensure_model_dir(settings)
+    log.info("Initializing model from directory:%s", model_dir)
+    found = find_handler_file(model_dir, settings.default_pipeline_name)
+    if found is not None:
+        handler_file, class_name = found
+        log.info("Found custom pipeline at %s", handler_file)
+        cls = _import_handler_class(model_dir, handler_file, class_name)
+        hint = f"fix {class_name}.__init__ or the files it loads from {model_dir} (weights, config.json)"
+    else:
+        builtin = _builtin_class(settings, model_dir)
+        if builtin is None:
+            raise HandlerLoadError(
+                f"no {settings.default_pipeline_name} (or legacy {_LEGACY[0]}) in {model_dir}",
+                f"put a {settings.default_pipeline_name} defining `class EndpointHandler` in the model directory "
+                "(`hf-remote-vae init-repo NAME --out DIR` writes one), or set HF_TASK to a shipped handler "
+                "such as sd-v1-decode when the directory holds only VAE weights",
+            )
+        cls, name = builtin
+        class_name = f"the built-in {name} handler"
+        hint = f"check that {model_dir} (or its vae/ folder) holds the weights of a {name.rsplit('-', 1)[0]} VAE"
     try:
         handler = cls(os.fspath(model_dir))
     except Exception as exc:
-        raise HandlerLoadError(
-            f"{class_name}({str(model_dir)!r}) raised {exc!r}",
-            f"fix {class_name}.__init__ or the files it loads from {model_dir} (weights, config.json)",
-        ) from exc
+        raise HandlerLoadError(f"{class_name}({str(model_dir)!r}) raised {exc!r}", hint) from exc
     log.info("Model initialized successfully")
     return handler

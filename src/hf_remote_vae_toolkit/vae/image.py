@@ -52,7 +52,7 @@ class _ImageHandler:
 
     @property
     def itemsize(self) -> int:
-        return torch.empty((), dtype=self.loaded.dtype).element_size()
+        return self.loaded.dtype.itemsize
 
 
 class ImageDecodeHandler(_ImageHandler):

@@ -239,7 +239,7 @@ class VideoDecodeHandler:
         return [self(data) for data in batch]
 
     def _itemsize(self) -> int:
-        return torch.empty((), dtype=self.loaded.dtype).element_size()
+        return self.loaded.dtype.itemsize
 
     def _estimate(self, shape: tuple[int, ...], tiled: bool) -> int:
         tiles = TileSizes.of(self.loaded.vae)
