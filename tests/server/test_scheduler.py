@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import requests
 import torch
+from prometheus_client.parser import text_string_to_metric_families
 
 from hf_remote_vae_toolkit import protocol
 from hf_remote_vae_toolkit.testing import running_server, serving_process
@@ -203,18 +204,22 @@ def test_warmup_runs_before_the_port_opens() -> None:
 
 def test_metrics_count_batches_queue_and_bytes() -> None:
     handler = BatchingHandler(delay=0.2)
-    with running_server(handler=handler, max_batch_delay_ms=50) as url:
+    with running_server(handler=handler, max_batch_size=8, max_batch_delay_ms=50) as url:
         burst(url, [1.0, 2.0, 3.0, 4.0])
         text = requests.get(url + "/metrics").text
-    for name in (
-        "hf_vae_batch_size_bucket",
-        "hf_vae_queue_wait_seconds_count",
-        "hf_vae_handler_seconds_count",
-        "hf_vae_request_bytes_total",
-        "hf_vae_response_bytes_total",
-        "hf_vae_gpu_memory_allocated_bytes",
-    ):
-        assert name in text
+    values = {
+        sample.name + str(sorted(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+    calls = len(handler.calls)
+    assert values["hf_vae_batch_size_count[]"] == calls and values["hf_vae_batch_size_sum[]"] == 4
+    assert values["hf_vae_handler_seconds_count[]"] == calls
+    assert values["hf_vae_queue_wait_seconds_count[]"] == 4
+    assert values["hf_vae_request_bytes_total[]"] == 4 * 16  # four float32 [1, 4] bodies
+    assert values["hf_vae_response_bytes_total[]"] == 4 * 16
+    assert values["inf_queue_size[]"] == 0 and values["inf_batch_current_size[]"] == 0
+    assert values["hf_vae_gpu_memory_allocated_bytes[]"] == 0  # no GPU here
 
 
 def test_sigterm_lets_in_flight_requests_complete() -> None:

@@ -163,9 +163,6 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
         return PlainTextResponse("Ok")
 
     async def metrics_route(request: Request) -> Response:
-        scheduler = getattr(request.app.state, "scheduler", None)
-        if scheduler is not None:
-            metrics.queue_size.set(scheduler.queue_depth())
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
 
     async def predict(request: Request) -> Response:

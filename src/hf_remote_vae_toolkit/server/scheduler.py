@@ -109,9 +109,6 @@ class Scheduler:
     def handler(self) -> Any:
         return self.handlers[0]
 
-    def queue_depth(self) -> int:
-        return len(self._queue)
-
     def submit(self, data: dict[str, Any]) -> Job:
         """Admit a request or refuse it at once (429 queue full, 413 over the memory budget)."""
         handler = self.handler
