@@ -293,3 +293,27 @@ def test_metrics_expose_autoscaler_gauges_and_counts(echo_url: str) -> None:
     for name in ("inf_queue_size", "inf_batch_current_size", "hf_vae_request_duration_seconds_bucket"):
         assert name in text
     assert 'hf_vae_requests_total{method="POST",status="200"}' in text
+
+
+def test_output_finish_runs_off_the_worker_thread() -> None:
+    from hf_remote_vae_toolkit.server import Output
+
+    threads: dict[str, str] = {}
+
+    class Deferred:
+        def __call__(self, data: dict[str, Any]) -> Output:
+            import threading
+
+            threads["handler"] = threading.current_thread().name
+
+            def finish(value: bytes) -> bytes:
+                threads["finish"] = threading.current_thread().name
+                return value.upper()
+
+            return Output(b"encoded later", media_type="video/mp4", finish=finish, headers={"X-Tiled": "1"})
+
+    with running_server(handler=Deferred()) as url:
+        r = requests.post(url, json={"inputs": 1}, headers={"Accept": "text/plain"}, timeout=10)
+    assert r.status_code == 200 and r.content == b"ENCODED LATER"
+    assert r.headers["content-type"].startswith("text/plain") and r.headers["x-tiled"] == "1"
+    assert threads["handler"].startswith("vae-worker") and not threads["finish"].startswith("vae-worker")

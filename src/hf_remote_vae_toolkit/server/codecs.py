@@ -281,6 +281,8 @@ def encode_response(result: Any, accept: str | None, params: Query) -> Encoded:
     kind = accept
     if isinstance(result, Output):
         headers.update(result.headers)
+        if result.finish is not None:
+            result = Output(result.finish(result.value), result.headers, result.media_type)
         if result.media_type is not None and isinstance(result.value, (bytes, bytearray, memoryview)):
             # Pre-encoded bytes: the Content-Type echoes what the client asked for when it named
             # something (the diffusers client asks for MP4 as text/plain), else the real type.

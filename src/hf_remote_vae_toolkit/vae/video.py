@@ -92,16 +92,22 @@ def _iter_uint8(video: torch.Tensor) -> Iterator[torch.Tensor]:
         yield to_uint8(video[:, i : i + 1].transpose(0, 1))[0]
 
 
-def _mp4(video: torch.Tensor, req: VideoRequest) -> Any:
-    return encode_mp4(_iter_uint8(video[0]), fps=req.fps, crf=req.crf)
+def _first_item(video: torch.Tensor, req: VideoRequest) -> Any:
+    return video[0]
 
 
-#: Output name -> (builder, whether the result is already-encoded bytes).
-OUTPUTS: dict[str, tuple[Callable[[torch.Tensor, VideoRequest], Any], bool]] = {
-    "mp4": (_mp4, True),
-    "raw": (_raw, False),
-    "uint8": (_uint8_frames, False),
-    "unit": (_unit_frames, False),
+def _mp4(item: torch.Tensor, req: VideoRequest) -> bytes:
+    """``[3, F, H, W]`` -> MP4 bytes; runs in the server's thread pool, not on the GPU worker."""
+    with torch.inference_mode():
+        return encode_mp4(_iter_uint8(item), fps=req.fps, crf=req.crf)
+
+
+#: Output name -> (builder on the GPU worker, finisher run later off it, or None).
+OUTPUTS: dict[str, tuple[Callable[[torch.Tensor, VideoRequest], Any], Callable[[Any, VideoRequest], Any] | None]] = {
+    "mp4": (_first_item, _mp4),
+    "raw": (_raw, None),
+    "uint8": (_uint8_frames, None),
+    "unit": (_unit_frames, None),
 }
 
 
@@ -264,13 +270,16 @@ class VideoDecodeHandler:
         req = parsed_once(data, self.parse)
         tiled = self.needs_tiling(tuple(req.latents.shape))
         video, tiled = self._decode(req.latents, req.scaling, tiled=tiled)
-        build, encoded = OUTPUTS[req.output]
+        build, finish = OUTPUTS[req.output]
         with torch.inference_mode():
             value = build(video, req)
         del video
         headers = {HEADER_TILED: "1"} if tiled else {}
-        media_type = (req.accept or VIDEO_MP4) if encoded else None
-        return Output(value, headers=headers, media_type=media_type)
+        if finish is None:
+            return Output(value, headers=headers)
+        # x264 takes about a second for 61 frames at 480p (ANCHORS.md): let the worker decode the next
+        # request meanwhile.
+        return Output(value, headers=headers, media_type=req.accept or VIDEO_MP4, finish=lambda item: finish(item, req))
 
     def _decode(self, latents: torch.Tensor, scaling: Scaling, *, tiled: bool) -> tuple[torch.Tensor, bool]:
         """Latents ``[B, C, T, h, w]`` -> raw decoder output ``[B, 3, F, H, W]``, model dtype, on its device.
