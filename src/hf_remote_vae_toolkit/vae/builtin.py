@@ -12,7 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .families import FAMILIES, Family, get_family
+from .families import FAMILIES, Family
+from .repo import family_for_handler
 
 __all__ = ["BUILTIN_HANDLERS", "builtin_handler_class", "detect_handler_name"]
 
@@ -26,10 +27,11 @@ BUILTIN_HANDLERS = tuple(
 
 def builtin_handler_class(name: str) -> type:
     """``"sd-v1-decode"`` -> an ``EndpointHandler`` class for that family and operation."""
-    family_name, _, operation = name.strip().lower().rpartition("-")
-    if operation not in _OPERATIONS or not family_name:
-        raise ValueError(f"unknown handler {name!r}; expected one of {list(BUILTIN_HANDLERS)}")
-    family = get_family(family_name)
+    try:
+        family = family_for_handler(name.strip().lower())
+    except ValueError:
+        raise ValueError(f"unknown handler {name!r}; expected one of {list(BUILTIN_HANDLERS)}") from None
+    operation = name.strip().lower().rpartition("-")[2]
     base: Any
     if family.video:
         if operation == "encode":
