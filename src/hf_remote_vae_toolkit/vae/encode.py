@@ -16,17 +16,17 @@ then ``(z - shift_factor) * scaling_factor`` for the factors the request gives.
 
 from __future__ import annotations
 
-import io
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from .. import protocol
 from ..errors import InvalidRequest
+from ..server.codecs import open_image
 from .latents import Scaling, apply_encode_scaling, check_pixels, resolve_encode_scaling
 from .loading import LoadedVAE
 
@@ -99,15 +99,6 @@ def _tensor_pixels(t: torch.Tensor, multiple: int, signed: bool | None = None) -
     return (2.0 * x - 1.0).contiguous()
 
 
-def _open_image(body: bytes) -> Image.Image:
-    try:
-        image = Image.open(io.BytesIO(body))
-        image.load()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise InvalidRequest(f"the body is not an image Pillow can read ({exc}); send PNG, JPEG, WebP, ...") from None
-    return image
-
-
 def _seed(params: Mapping[str, Any]) -> int | None:
     value = params.get("seed")
     if value is None:
@@ -126,7 +117,7 @@ def parse_encode(data: Mapping[str, Any], loaded: LoadedVAE, max_pixels: int) ->
     inputs = data.get("inputs")
     multiple = loaded.family.spatial_factor
     if isinstance(inputs, (bytes, bytearray, memoryview)):
-        inputs = _open_image(bytes(inputs))
+        inputs = open_image(bytes(inputs))  # the server's reader: decompression bombs are refused
     if isinstance(inputs, Image.Image):
         check_pixels(1, inputs.height, inputs.width, max_pixels, what="input image")
         pixels = image_to_tensor(inputs, multiple)
