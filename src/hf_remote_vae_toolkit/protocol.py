@@ -5,6 +5,9 @@ the dtype table, how query parameters are written and read back, and how a tenso
 raw bytes (C-contiguous, little-endian, no header; ``shape`` and ``dtype`` beside it).
 See ``shared/design/PROTOCOL.md`` for the specification this module implements.
 Only little-endian hosts are supported (every platform torch ships for).
+
+torch is imported on first use, not at import time: the light client install (no torch) imports
+this module for its media types, header names and query helpers.
 """
 
 from __future__ import annotations
@@ -13,11 +16,12 @@ import json
 import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from .errors import InvalidRequest
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "JSON",
@@ -34,6 +38,7 @@ __all__ = [
     "HEADER_REQUEST_ID",
     "HEADER_TILED",
     "DTYPES",
+    "DTYPE_NAMES",
     "MAX_RANK",
     "media_type",
     "parse_accept",
@@ -66,14 +71,28 @@ HEADER_DTYPE = "dtype"
 HEADER_REQUEST_ID = "X-Request-Id"
 HEADER_TILED = "X-Tiled"
 
-#: Wire name -> torch dtype. The diffusers client knows exactly these four.
-DTYPES: dict[str, torch.dtype] = {
-    "float16": torch.float16,
-    "float32": torch.float32,
-    "bfloat16": torch.bfloat16,
-    "uint8": torch.uint8,
-}
-_NAMES = {v: k for k, v in DTYPES.items()}
+#: The wire dtype names. The diffusers client knows exactly these four.
+DTYPE_NAMES = ("float16", "float32", "bfloat16", "uint8")
+
+DTYPES: dict[str, torch.dtype]  # wire name -> torch dtype; built on first access (module __getattr__)
+_NAMES: dict[torch.dtype, str]
+
+
+def _dtype_tables() -> tuple[dict[str, torch.dtype], dict[torch.dtype, str]]:
+    # Built on first use, so that importing this module does not import torch.
+    if "DTYPES" not in globals():
+        import torch
+
+        dtypes = {n: getattr(torch, n) for n in DTYPE_NAMES}
+        globals().update(DTYPES=dtypes, _NAMES={v: k for k, v in dtypes.items()})
+    return globals()["DTYPES"], globals()["_NAMES"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in ("DTYPES", "_NAMES"):
+        return _dtype_tables()[0 if name == "DTYPES" else 1]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 #: Largest tensor rank accepted on the wire (video latents are 5-D).
 MAX_RANK = 6
@@ -166,17 +185,17 @@ def encode_query(params: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def dtype_from_name(name: Any) -> torch.dtype:
     """Wire dtype name -> torch dtype; a 400 naming the valid names otherwise."""
-    if isinstance(name, str) and name.lower() in DTYPES:
-        return DTYPES[name.lower()]
-    raise InvalidRequest(f"unsupported dtype {name!r}; expected one of {sorted(DTYPES)}")
+    if isinstance(name, str) and name.lower() in DTYPE_NAMES:
+        return _dtype_tables()[0][name.lower()]
+    raise InvalidRequest(f"unsupported dtype {name!r}; expected one of {sorted(DTYPE_NAMES)}")
 
 
 def dtype_name(dtype: torch.dtype) -> str:
     """torch dtype -> wire name (only the four the protocol knows)."""
     try:
-        return _NAMES[dtype]
+        return _dtype_tables()[1][dtype]
     except KeyError:
-        raise ValueError(f"dtype {dtype} cannot travel on the wire; use one of {sorted(DTYPES)}") from None
+        raise ValueError(f"dtype {dtype} cannot travel on the wire; use one of {sorted(DTYPE_NAMES)}") from None
 
 
 def parse_shape(value: Any) -> tuple[int, ...]:
@@ -215,6 +234,8 @@ def tensor_from_bytes(body: bytes | bytearray | memoryview, shape: Any, dtype: A
     ``shape``/``dtype`` are the wire parameters; the body length must equal
     ``prod(shape) * itemsize`` and is checked before anything is allocated.
     """
+    import torch
+
     dims = parse_shape(shape)
     torch_dtype = dtype_from_name(dtype)
     expected = tensor_nbytes(dims, torch_dtype)
@@ -229,6 +250,8 @@ def tensor_from_bytes(body: bytes | bytearray | memoryview, shape: Any, dtype: A
 
 def tensor_to_bytes(tensor: torch.Tensor) -> bytes:
     """A tensor -> its raw C-contiguous little-endian bytes (bf16 as raw 2-byte words)."""
+    import torch
+
     t = tensor.detach()
     if t.device.type != "cpu":
         t = t.cpu()
