@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .families import FAMILIES, Family
+from .families import FAMILIES, PREVIEW_OF, Family
 from .repo import family_for_handler
 
 __all__ = ["BUILTIN_HANDLERS", "builtin_handler_class", "detect_handler_name"]
@@ -20,8 +20,13 @@ __all__ = ["BUILTIN_HANDLERS", "builtin_handler_class", "detect_handler_name"]
 _OPERATIONS = ("decode", "encode")
 
 #: Every name ``builtin_handler_class`` accepts (video families decode only).
+#: Preview families (TAESD) are not built in: their handlers live in custom_handlers/<name>-decode.
 BUILTIN_HANDLERS = tuple(
-    f"{fam.name}-{op}" for fam in FAMILIES.values() for op in _OPERATIONS if op == "decode" or not fam.video
+    f"{fam.name}-{op}"
+    for fam in FAMILIES.values()
+    if fam.name not in PREVIEW_OF
+    for op in _OPERATIONS
+    if op == "decode" or not fam.video
 )
 
 
@@ -31,6 +36,8 @@ def builtin_handler_class(name: str) -> type:
         family = family_for_handler(name.strip().lower())
     except ValueError:
         raise ValueError(f"unknown handler {name!r}; expected one of {list(BUILTIN_HANDLERS)}") from None
+    if family.name in PREVIEW_OF:
+        raise ValueError(f"{family.name} is served by custom_handlers/{family.name}-decode, not built in")
     operation = name.strip().lower().rpartition("-")[2]
     base: Any
     if family.video:
@@ -45,7 +52,11 @@ def builtin_handler_class(name: str) -> type:
 
 
 def _family_from_config(config: dict[str, Any]) -> Family | None:
-    by_class = {fam.class_name: fam for fam in FAMILIES.values() if fam.class_name != "AutoencoderKL"}
+    by_class = {
+        fam.class_name: fam
+        for fam in FAMILIES.values()
+        if fam.class_name != "AutoencoderKL" and fam.name not in PREVIEW_OF
+    }
     class_name = config.get("_class_name")
     if class_name in by_class:
         return by_class[class_name]

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Family", "FAMILIES", "get_family", "WAN_LATENTS_MEAN", "WAN_LATENTS_STD"]
+__all__ = ["Family", "FAMILIES", "PREVIEW_OF", "get_family", "WAN_LATENTS_MEAN", "WAN_LATENTS_STD"]
 
 # Wan 2.1's per-channel latent statistics (diffusers' AutoencoderKLWan defaults).
 WAN_LATENTS_MEAN = [
@@ -140,6 +140,38 @@ FAMILIES: dict[str, Family] = {
         ),
     )
 }  # fmt: skip
+
+# Preview tier (appended): TAESD-family tiny autoencoders, diffusers' ``AutoencoderTiny``, decode only,
+# served by custom_handlers/<name>-decode. Their weights say scaling_factor 1.0 / shift_factor 0.0: they
+# decode the diffusion model's own latent space, so a pipeline's latents go in as they are, and the
+# handler maps a request's scaling onto that space (see custom_handlers/taesd-decode/handler.py).
+# The tiny config keeps the latent channels and the 8x up-sampling (four decoder stages) with 8 channels.
+_TINY_AE_TINY: dict[str, Any] = {
+    "encoder_block_out_channels": [8, 8, 8, 8],
+    "decoder_block_out_channels": [8, 8, 8, 8],
+    "num_encoder_blocks": [1, 1, 1, 1],
+    "num_decoder_blocks": [1, 1, 1, 1],
+}
+#: The preview families, and the full family whose latent space each previews.
+PREVIEW_OF = {"taesd": "sd-v1", "taesdxl": "sdxl", "taef1": "flux"}
+for _preview in (
+    Family(
+        name="taesd", class_name="AutoencoderTiny", latent_channels=4, scaling_factor=1.0, shift_factor=0.0,
+        cuda_dtype="float16", hub_id="madebyollin/taesd", subfolder=None, full_config={},
+        tiny_config=dict(_TINY_AE_TINY),
+    ),
+    Family(
+        name="taesdxl", class_name="AutoencoderTiny", latent_channels=4, scaling_factor=1.0, shift_factor=0.0,
+        cuda_dtype="float16", hub_id="madebyollin/taesdxl", subfolder=None, full_config={},
+        tiny_config=dict(_TINY_AE_TINY),
+    ),
+    Family(
+        name="taef1", class_name="AutoencoderTiny", latent_channels=16, scaling_factor=1.0, shift_factor=0.0,
+        cuda_dtype="bfloat16", hub_id="madebyollin/taef1", subfolder=None, full_config={"latent_channels": 16},
+        tiny_config={**_TINY_AE_TINY, "latent_channels": 16}, packed=True,
+    ),
+):  # fmt: skip
+    FAMILIES[_preview.name] = _preview
 
 
 def get_family(name: str) -> Family:
