@@ -1,12 +1,13 @@
 """``hf-remote-vae decode`` and ``hf-remote-vae encode``: files in, files out, over a remote VAE.
 
-Latents files are safetensors. A file may hold one tensor under any key (``latents`` is the
-convention this command writes) or several: each tensor is then decoded on its own and its outputs
+Latents files are safetensors, torch ``.pt`` or ComfyUI ``.latent`` (``_latent_files.py``). A file may
+hold one tensor under any key (``latents`` is the convention this command writes) or several: each tensor is then decoded on its own and its outputs
 are named ``<stem>_<key>.<ext>`` (``--key`` picks one). Tensors are ``[B, C, h, w]`` image latents,
 ``[B, C, T, h, w]`` video latents or ``[B, N, 4C]`` packed latents (give ``--height``/``--width``),
 as a pipeline's ``output_type="latent"`` returns them, i.e. still normalised: by default the server
 applies the model's own scaling (``--scaling-factor``/``--shift-factor`` override it, ``--no-scaling``
-turns it off).
+turns it off). A ComfyUI ``.latent`` (or a ``torch.save``-d LATENT dict) is already in the VAE's own
+latent space and is decoded with no scaling: the recovery path after a local out-of-memory decode.
 
 The output format follows the extension of ``-o``: ``.png``/``.jpg``/``.jpeg`` (one image per batch
 item; ``_<i>`` is added to the name when ``B > 1``), ``.mp4`` (video models) or ``.safetensors``
@@ -28,6 +29,7 @@ from PIL import Image
 
 from ..errors import ServiceError
 from ._encode import remote_encode
+from ._latent_files import load_latent_file
 from ._many import decode_many
 
 __all__ = ["add_parser", "run_decode", "run_encode"]
@@ -41,6 +43,7 @@ class _Job:
     source: str  # "file.safetensors" or "file.safetensors:key", for messages
     tensor: torch.Tensor
     out: Path  # output path; image outputs of a batch add _<i>
+    vae_space: bool = False  # already in the VAE's latent space (ComfyUI): decoded with no scaling
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -56,7 +59,7 @@ def add_parser(subparsers: Any) -> None:
     """Register ``decode`` and ``encode`` on the ``hf-remote-vae`` command."""
     dec = subparsers.add_parser("decode", help="decode latents files on a remote VAE", description=__doc__)
     dec.formatter_class = argparse.RawDescriptionHelpFormatter
-    dec.add_argument("latents", nargs="+", type=Path, help="safetensors file(s) of latents")
+    dec.add_argument("latents", nargs="+", type=Path, help="latents file(s): .safetensors, .pt, ComfyUI .latent")
     dec.add_argument("-o", "--output", type=Path, required=True, help="output file, or directory for several")
     dec.add_argument("--format", choices=[e.lstrip(".") for e in _EXTS], default="png", help="for a directory -o")
     dec.add_argument("--key", help="decode only this tensor of each file")
@@ -82,14 +85,13 @@ def _fail(message: str) -> int:
 
 
 def _plan(paths: list[Path], output: Path, fmt: str, key: str | None) -> list[_Job]:
-    from safetensors.torch import load_file
-
     several = len(paths) > 1
     if several or output.is_dir():
         output.mkdir(parents=True, exist_ok=True)
     jobs: list[_Job] = []
     for path in paths:
-        tensors = load_file(path)
+        latent_file = load_latent_file(path)
+        tensors = latent_file.tensors
         if key is not None:
             if key not in tensors:
                 raise ValueError(f"{path}: no tensor {key!r} (keys: {sorted(tensors)})")
@@ -99,7 +101,8 @@ def _plan(paths: list[Path], output: Path, fmt: str, key: str | None) -> list[_J
         base = output / f"{path.stem}.{fmt}" if output.is_dir() else output
         for name, tensor in tensors.items():
             out = base if len(tensors) == 1 else base.with_name(f"{base.stem}_{name}{base.suffix}")
-            jobs.append(_Job(f"{path}:{name}" if len(tensors) > 1 else str(path), tensor, out))
+            source = f"{path}:{name}" if len(tensors) > 1 else str(path)
+            jobs.append(_Job(source, tensor, out, vae_space=latent_file.space == "vae"))
     return jobs
 
 
@@ -153,14 +156,29 @@ def run_decode(args: argparse.Namespace) -> int:
         jobs = _plan(args.latents, args.output, ext.lstrip("."), args.key)
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
-    results = decode_many(
-        args.endpoint,
-        [job.tensor for job in jobs],
-        concurrency=args.concurrency,
-        progress=not args.no_progress,
-        return_exceptions=True,
-        **_decode_kwargs(args, ext),
-    )
+    vae_space = [job.source for job in jobs if job.vae_space]
+    if vae_space and (args.scaling_factor is not None or args.shift_factor is not None):
+        return _fail(
+            f"{vae_space[0]} is already in the VAE's latent space (ComfyUI); drop --scaling-factor/--shift-factor"
+        )
+    results: list[Any] = [None] * len(jobs)
+    for in_vae_space in (False, True):  # ComfyUI latents are sent with no scaling
+        group = [i for i, job in enumerate(jobs) if job.vae_space == in_vae_space]
+        if not group:
+            continue
+        kwargs = _decode_kwargs(args, ext)
+        if in_vae_space:
+            kwargs.update(do_scaling=False, scaling_factor=None, shift_factor=None)
+        decoded = decode_many(
+            args.endpoint,
+            [jobs[i].tensor for i in group],
+            concurrency=args.concurrency,
+            progress=not args.no_progress,
+            return_exceptions=True,
+            **kwargs,
+        )
+        for i, result in zip(group, decoded):
+            results[i] = result
     failed = 0
     for job, result in zip(jobs, results):
         if isinstance(result, Exception):
