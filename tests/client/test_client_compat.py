@@ -114,7 +114,6 @@ def test_pil_to_pt_without_processor_works_where_the_reference_crashes(sd_decode
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
-        ({"output_type": "mp4", "return_type": "pil"}, "mp4"),
         ({"output_type": "pil", "return_type": "mp4"}, "mp4"),
         ({"output_type": "pt", "return_type": "pil"}, "processor"),
         ({"output_type": "png"}, "output_type"),

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import requests
-import torch
 from PIL import Image
 
-from ..protocol import dtype_name, tensor_from_response, tensor_to_bytes
+from ._arrays import array_bytes, array_from_response, default_kind, is_array, kind_of, wire_dtype
 from ._http import RetriesArg, TimeoutArg, TokenArg, post
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["remote_encode", "prepare_encode"]
 
 
 def prepare_encode(
-    image: torch.Tensor | Image.Image,
+    image: torch.Tensor | np.ndarray | Image.Image,
     scaling_factor: float | None = None,
     shift_factor: float | None = None,
     extra: dict[str, Any] | None = None,
@@ -28,24 +31,26 @@ def prepare_encode(
         params["scaling_factor"] = scaling_factor
     if shift_factor is not None:
         params["shift_factor"] = shift_factor
-    if isinstance(image, torch.Tensor):
-        # tensor_to_bytes returns an owned copy of the C-contiguous data; the reference reads the
-        # buffer of a temporary ``.contiguous()`` copy that may already be freed.
-        data = tensor_to_bytes(image)
-        params["shape"] = list(image.shape)
-        params["dtype"] = dtype_name(image.dtype)
-    elif isinstance(image, Image.Image):
+    if isinstance(image, Image.Image):
         buffer = io.BytesIO()
         image.save(buffer, format="PNG")
         data = buffer.getvalue()
+    elif is_array(image):
+        # array_bytes returns an owned copy of the C-contiguous data; the reference reads the
+        # buffer of a temporary ``.contiguous()`` copy that may already be freed.
+        data = array_bytes(image)
+        params["shape"] = list(image.shape)
+        params["dtype"] = wire_dtype(image)
     else:
-        raise TypeError(f"image must be a torch.Tensor or a PIL.Image.Image, got {type(image).__name__}")
+        raise TypeError(
+            f"image must be a PIL.Image.Image, a torch.Tensor or a numpy.ndarray, got {type(image).__name__}"
+        )
     return {"data": data, "params": params, "headers": {}}
 
 
 def remote_encode(
     endpoint: str,
-    image: torch.Tensor | Image.Image,
+    image: torch.Tensor | np.ndarray | Image.Image,
     scaling_factor: float | None = None,
     shift_factor: float | None = None,
     *,
@@ -56,13 +61,15 @@ def remote_encode(
     retries: RetriesArg = 3,
     token: TokenArg = None,
     session: requests.Session | None = None,
-) -> torch.Tensor:
+) -> Any:
     """Encode an image on a remote VAE; a drop-in for ``diffusers.utils.remote_utils.remote_encode``.
 
     ``image``: a ``PIL.Image`` (any mode; sent as PNG) or a tensor ``[B, 3, H, W]`` with values in
     ``[0, 1]`` or ``[-1, 1]`` (float16/bfloat16/float32, or uint8). Returns the latents
     ``[B, C, H/8, W/8]`` (always unpacked, also for Flux) in the server's dtype, with
-    ``z = (z - shift_factor) * scaling_factor`` applied for the factors given.
+    ``z = (z - shift_factor) * scaling_factor`` applied for the factors given. A numpy ``image``
+    array gives numpy latents; a PIL image gives a torch tensor, or a numpy array when torch is not
+    installed (the light client install).
 
     Keyword-only extras (the reference client has none of them): ``sample=True`` draws from the
     latent distribution instead of taking its mode (``seed`` makes the draw reproducible);
@@ -75,4 +82,5 @@ def remote_encode(
     extra = {"sample": True if sample else None, "seed": seed if sample else None, "value_range": value_range}
     request = prepare_encode(image, scaling_factor, shift_factor, extra)
     response = post(endpoint, **request, timeout=timeout, retries=retries, token=token, session=session)
-    return tensor_from_response(response.content, response.headers)
+    kind = kind_of(image) if is_array(image) else default_kind()
+    return array_from_response(response.content, response.headers, kind)

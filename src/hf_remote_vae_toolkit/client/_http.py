@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import ipaddress
+import os
 import random
 import time
 import uuid
@@ -131,14 +132,34 @@ def resolve_token(endpoint: str, token: TokenArg) -> str | None:
         return token
     if token is False:
         return None
-    from huggingface_hub import get_token
-
-    found = get_token()
+    found = _hf_token()
     if token is True:
         if not found:
             raise ValueError("token=True but no Hugging Face token was found (set HF_TOKEN or log in)")
         return found
     return found if found and _is_hf_or_loopback(endpoint) else None
+
+
+def _hf_token() -> str | None:
+    """The Hugging Face token: ``huggingface_hub.get_token()``, or where it looks when it is not
+    installed (the light client install): ``HF_TOKEN``, then the file ``hf auth login`` writes."""
+    try:
+        from huggingface_hub import get_token
+    except ImportError:
+        pass
+    else:
+        return get_token()
+    if os.environ.get("HF_TOKEN", "").strip():
+        return os.environ["HF_TOKEN"].strip()
+    home = os.environ.get("HF_HOME") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "huggingface"
+    )
+    path = os.environ.get("HF_TOKEN_PATH") or os.path.join(home, "token")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return f.read().strip() or None
+    except OSError:
+        return None
 
 
 def new_session(pool_size: int = 10) -> requests.Session:

@@ -18,10 +18,10 @@ from collections.abc import AsyncIterable, Iterable
 from typing import Any
 
 import requests
-import torch
 from tqdm.auto import tqdm
 
-from ._decode import remote_decode
+from ._arrays import is_array
+from ._decode import decode
 from ._http import new_session
 
 __all__ = ["decode_many", "adecode_many", "DecodeManyError"]
@@ -40,7 +40,7 @@ class DecodeManyError(Exception):
 
 
 def _check_latents(latents: Any) -> None:
-    if isinstance(latents, torch.Tensor):
+    if is_array(latents):
         # Iterating a batch tensor yields [C, h, w] slices, which would be read as packed latents.
         raise TypeError("latents must be an iterable of tensors; to decode a batch one by one pass list(t.split(1))")
 
@@ -62,7 +62,7 @@ def _bar(latents: Any, progress: bool, desc: str) -> Any:
 
 def decode_many(
     endpoint: str,
-    latents: Iterable[torch.Tensor],
+    latents: Iterable[Any],
     *,
     concurrency: int = 4,
     progress: bool = True,
@@ -72,6 +72,9 @@ def decode_many(
     **decode_kwargs: Any,
 ) -> list[Any]:
     """Decode each tensor of ``latents`` with ``remote_decode(endpoint, tensor, **decode_kwargs)``.
+
+    (Without diffusers' ``FutureWarning`` for ``do_scaling`` without factors: here that simply asks
+    the server for the model's own scaling.) Tensors may be torch tensors or numpy arrays.
 
     Up to ``concurrency`` requests are in flight at once over one pooled session (yours if given).
     ``latents`` is consumed lazily; at most ``2 * concurrency`` items wait in memory at a time.
@@ -102,7 +105,7 @@ def decode_many(
     try:
         for index, tensor in enumerate(latents):
             results.append(None)
-            pending[pool.submit(remote_decode, endpoint, tensor, session=http, **decode_kwargs)] = index
+            pending[pool.submit(decode, endpoint, tensor, session=http, **decode_kwargs)] = index
             if len(pending) >= 2 * concurrency:
                 done, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
                 collect(done)
@@ -119,7 +122,7 @@ def decode_many(
 
 async def adecode_many(
     endpoint: str,
-    latents: Iterable[torch.Tensor] | AsyncIterable[torch.Tensor],
+    latents: Iterable[Any] | AsyncIterable[Any],
     *,
     concurrency: int = 4,
     progress: bool = True,
@@ -141,10 +144,10 @@ async def adecode_many(
     errors: dict[int, BaseException] = {}
     bar = _bar(latents, progress, desc)
 
-    async def one(index: int, tensor: torch.Tensor) -> None:
+    async def one(index: int, tensor: Any) -> None:
         try:
             results[index] = await loop.run_in_executor(
-                pool, lambda: remote_decode(endpoint, tensor, session=http, **decode_kwargs)
+                pool, lambda: decode(endpoint, tensor, session=http, **decode_kwargs)
             )
         except Exception as exc:  # reported per item, like decode_many
             errors[index] = exc
@@ -154,7 +157,7 @@ async def adecode_many(
 
     tasks: list[asyncio.Task[None]] = []
 
-    async def start(tensor: torch.Tensor) -> None:
+    async def start(tensor: Any) -> None:
         await gate.acquire()
         results.append(None)
         tasks.append(asyncio.ensure_future(one(len(results) - 1, tensor)))
