@@ -81,3 +81,26 @@ docker-run:
 
 docker-run-cpu:
 	$(DOCKER_RUN) $(IMAGE):cpu
+
+# The real stock toolkit (huggingface-inference-toolkit 0.5.6, the version the stock Endpoints image runs) in
+# its own venv, for tests/stock and `make bench-stock`. Its wheel and pins live in $(STOCK_WHEELS); the wheel
+# goes in with --no-deps (its metadata names a git dependency that cannot be installed here).
+STOCK_WHEELS ?= ../shared/wheels
+STOCK_VENV ?= .venv-stock
+STOCK_STAMP := $(STOCK_VENV)/.installed
+
+.PHONY: stock-venv test-stock bench-stock
+
+stock-venv: $(STOCK_STAMP)
+
+$(STOCK_STAMP): $(STOCK_WHEELS)/stock-toolkit-requirements.txt
+	test -x $(STOCK_VENV)/bin/python || $(PYTHON) -m venv $(STOCK_VENV)
+	$(STOCK_VENV)/bin/pip install --quiet --upgrade pip
+	$(STOCK_VENV)/bin/pip install --quiet "$(TORCH)" -r $(STOCK_WHEELS)/stock-toolkit-requirements.txt
+	$(STOCK_VENV)/bin/pip install --quiet --no-deps $(STOCK_WHEELS)/huggingface_inference_toolkit-0.5.6-py3-none-any.whl
+	$(STOCK_VENV)/bin/python -c "import huggingface_inference_toolkit.webservice_starlette"
+	touch $(STOCK_STAMP)
+
+# The stock-fidelity tests (tests/stock) with the stock toolkit required: a missing .venv-stock is an error here.
+test-stock: install stock-venv
+	REQUIRE_STOCK=1 STOCK_VENV=$(STOCK_VENV) $(BIN)/python -m pytest tests/stock $(PYTEST_ARGS)
