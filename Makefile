@@ -96,7 +96,12 @@ stock-venv: $(STOCK_STAMP)
 $(STOCK_STAMP): $(STOCK_WHEELS)/stock-toolkit-requirements.txt
 	test -x $(STOCK_VENV)/bin/python || $(PYTHON) -m venv $(STOCK_VENV)
 	$(STOCK_VENV)/bin/pip install --quiet --upgrade pip
-	$(STOCK_VENV)/bin/pip install --quiet "$(TORCH)" -r $(STOCK_WHEELS)/stock-toolkit-requirements.txt
+	@set -e; extra=""; \
+	if [ "$(TORCH_CPU)" = 1 ] && $(STOCK_VENV)/bin/python -c "import urllib.request; urllib.request.urlopen('$(TORCH_CPU_INDEX)/torch/', timeout=5)" 2>/dev/null; then \
+	  extra="--extra-index-url $(TORCH_CPU_INDEX)"; \
+	fi; \
+	echo "$(STOCK_VENV)/bin/pip install $$extra \"$(TORCH)\" -r $(STOCK_WHEELS)/stock-toolkit-requirements.txt"; \
+	$(STOCK_VENV)/bin/pip install --quiet $$extra "$(TORCH)" -r $(STOCK_WHEELS)/stock-toolkit-requirements.txt
 	$(STOCK_VENV)/bin/pip install --quiet --no-deps $(STOCK_WHEELS)/huggingface_inference_toolkit-0.5.6-py3-none-any.whl
 	$(STOCK_VENV)/bin/python -c "import huggingface_inference_toolkit.webservice_starlette"
 	touch $(STOCK_STAMP)
