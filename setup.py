@@ -34,6 +34,8 @@ EXTRAS = {
 }
 EXTRAS["server"] = SERVER_REQUIRES
 EXTRAS["client"] = ["huggingface_hub>=0.24", "safetensors>=0.4"]
+# ray: `hf-remote-vae ray-serve` and deploy/ray (Serve replicas, custom autoscaling metrics, back-pressure config)
+EXTRAS["ray"] = ["ray[serve]>=2.60", *SERVER_REQUIRES]
 EXTRAS["all"] = sorted({dep for deps in EXTRAS.values() for dep in deps})
 
 setup(

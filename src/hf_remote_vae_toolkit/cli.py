@@ -16,6 +16,7 @@ _SUBCOMMANDS = (
     "hf_remote_vae_toolkit.server.cli",
     "hf_remote_vae_toolkit.vae.repo",
     "hf_remote_vae_toolkit.client.cli",
+    "hf_remote_vae_toolkit.scale.cli",
 )
 
 

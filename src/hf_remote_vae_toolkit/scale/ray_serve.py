@@ -351,7 +351,7 @@ class VAEReplica:
         return replica_stats(self.vae_app)
 
 
-def build_app(args: Mapping[str, Any] | None = None) -> Any:
+def build_app(args: Mapping[str, Any] | ScaleConfig | None = None) -> Any:
     """The Serve application (``serve run`` / ``serve deploy`` builder; ``args`` are ``ScaleConfig`` fields)."""
     config = args if isinstance(args, ScaleConfig) else ScaleConfig.from_args(args)
     deployment: Any = VAEReplica  # a serve.Deployment; the decorators hide that from type checkers
