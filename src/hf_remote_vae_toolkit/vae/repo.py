@@ -24,10 +24,10 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from .families import Family, get_family
-from .loading import WEIGHT_FILES, find_weights_dir
+if TYPE_CHECKING:  # imported where used: they import torch, and `hf-remote-vae --help` should not
+    from .families import Family
 
 __all__ = ["init_repo", "find_handlers_dir", "family_for_handler", "add_parser", "run"]
 
@@ -51,6 +51,8 @@ def find_handlers_dir(explicit: str | os.PathLike[str] | None = None) -> Path:
 
 def family_for_handler(name: str) -> Family:
     """``sd-v1-decode`` -> the sd-v1 family (a handler name is ``<family>-<decode|encode>``)."""
+    from .families import get_family
+
     base, _, op = name.rpartition("-")
     if op not in ("decode", "encode") or not base:
         raise ValueError(f"handler name must be <family>-decode or <family>-encode, got {name!r}")
@@ -68,6 +70,8 @@ def _copy_handler(name: str, handlers_dir: Path, out: Path) -> None:
 
 
 def _copy_weights(source_dir: Path, out: Path) -> None:
+    from .loading import WEIGHT_FILES, find_weights_dir
+
     weights = find_weights_dir(source_dir)
     shutil.copy2(weights / "config.json", out / "config.json")
     for filename in WEIGHT_FILES:
@@ -79,6 +83,8 @@ def _copy_weights(source_dir: Path, out: Path) -> None:
 
 def _download_weights(hub_id: str, family: Family, out: Path) -> None:
     from huggingface_hub import snapshot_download
+
+    from .loading import WEIGHT_FILES
 
     prefix = f"{family.subfolder}/" if family.subfolder else ""
     patterns = [f"{prefix}config.json", *(f"{prefix}{name}" for name in WEIGHT_FILES if name.endswith(".safetensors"))]
@@ -139,18 +145,56 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     return parser
 
 
+def _looks_like_a_path(value: str) -> bool:
+    """``./weights``, ``/data/vae``, ``~/vae``, ``a/b/c``: meant as a directory, not a Hub id (``owner/name``)."""
+    return value.startswith((".", "/", "~")) or value.count("/") > 1 or "\\" in value or Path(value).exists()
+
+
+def _remove_partial(out: Path, existed: bool, before: set[Path]) -> None:
+    """Undo a failed init-repo: the directory it created, or the files it added to an existing one."""
+    if not existed:
+        shutil.rmtree(out, ignore_errors=True)
+        return
+    for path in set(out.iterdir()) - before:
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
+    weights = args.weights
+    if weights is not None and _looks_like_a_path(weights) and not Path(weights).expanduser().is_dir():
+        print(
+            f"init-repo: no directory {weights}: --weights takes a local directory (config.json and the weights, "
+            "or a vae/ folder) or a Hub repo id such as stabilityai/sd-vae-ft-mse",
+            file=sys.stderr,
+        )
+        return 2
+    if weights is not None and Path(weights).expanduser().is_dir():
+        weights = str(Path(weights).expanduser())
+    out = Path(args.out)
+    existed = out.exists()
+    before = set(out.iterdir()) if out.is_dir() else set()
     try:
         out = init_repo(
             args.name,
             args.out,
-            weights=args.weights,
+            weights=weights,
             random_weights=args.random_weights,
             handlers_dir=args.handlers_dir,
             seed=args.seed,
         )
-    except (ValueError, FileNotFoundError) as exc:  # a wrong name or path: the message says what to do
-        print(f"init-repo: {exc}", file=sys.stderr)
+    except (ValueError, OSError) as exc:  # a wrong name or path, or a failed download: the message says what to do
+        _remove_partial(out, existed, before)
+        message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if weights is not None and not Path(weights).is_dir():
+            message = (
+                f"could not get the weights of {weights!r} from the Hugging Face Hub: {message} "
+                "(check the repo id, your network or HF_TOKEN for a private repo; a local directory must exist)"
+            )
+        print(f"init-repo: {message}", file=sys.stderr)
+        print(f"init-repo: removed what it had written to {out}", file=sys.stderr)
         return 2
     print(f"wrote {args.name} to {out}")
     if args.random_weights:
