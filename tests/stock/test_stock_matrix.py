@@ -127,6 +127,7 @@ CASES: list[Case] = [
             "string",
             "unicode",
             "big_int",
+            "huge_int",
             "uuid",
             "bytes",
             "set",
@@ -249,7 +250,7 @@ _SNIFFED = (
 DOCUMENTED: dict[str, tuple[int, int, str]] = {
     **{f"image-{mode}-image/jpg": (400, 200, _JPG) for mode in ("RGB", "L", "1", "CMYK")},
     # modes JPEG cannot hold: both 400, ours names the real reason ("cannot write mode RGBA as JPEG")
-    **{f"image-{mode}-image/jpg": (400, 400, _JPG) for mode in ("RGBA", "LA", "P", "I", "F")},
+    **{f"image-{mode}-image/jpg": (400, 400, _JPG) for mode in ("RGBA", "LA", "P", "I;16", "I", "F")},
     "ctype-text-plain": (400, 415, _CTYPE_415),
     "ctype-text-csv": (400, 415, _CTYPE_415),
     "ctype-video": (400, 415, _CTYPE_415),

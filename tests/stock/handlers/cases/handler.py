@@ -26,12 +26,9 @@ def _gradient(dtype: Any, scale: float) -> np.ndarray:
 
 
 def make_image(mode: str) -> Image.Image:
-    if mode == "I;16":
-        return Image.fromarray(_gradient(np.uint16, 163.0), mode="I;16")
-    if mode == "I":
-        return Image.fromarray(_gradient(np.int32, 1000.0), mode="I")
-    if mode == "F":
-        return Image.fromarray(_gradient(np.float32, 0.25), mode="F")
+    if mode in ("I;16", "I", "F"):  # 16-bit, 32-bit integer and float pixels
+        dtype, scale = {"I;16": ("<u2", 163.0), "I": ("<i4", 1000.0), "F": ("<f4", 0.25)}[mode]
+        return Image.frombytes(mode, (WIDTH, HEIGHT), _gradient(dtype, scale).tobytes())
     base = _gradient(np.uint8, 0.66)
     rgba = np.stack([base, base[::-1], np.flip(base, 1), 255 - base], axis=-1).astype(np.uint8)
     image = Image.fromarray(rgba, mode="RGBA")
@@ -58,6 +55,7 @@ VALUES: dict[str, Any] = {
     "string": "hello",
     "unicode": {"text": "héllo ✓ 日本"},
     "big_int": {"n": 2**63},
+    "huge_int": {"n": 2**64},
     "uuid": {"id": uuid.UUID("12345678-1234-5678-1234-567812345678")},
     "bytes": {"raw": b"\x00\x01"},
     "set": {"s": {1}},
