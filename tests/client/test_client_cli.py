@@ -104,3 +104,63 @@ def test_encode_writes_latents(sd, tmp_path: Path) -> None:
     with Image.open(tmp_path / "in.png") as image:
         assert torch.equal(latents, remote_encode(url, image, 0.18215))
     assert latents.shape == (1, 4, 8, 6)
+
+
+def test_one_file_into_a_directory_follows_format(sd, tmp_path: Path, capsys) -> None:
+    url = sd[0]
+    src = latents_file(tmp_path / "z.safetensors", latents=torch.randn(1, 4, 8, 8))
+    out = tmp_path / "new-dir"
+    assert main(["decode", str(src), "--endpoint", url, "-o", f"{out}/", "--format", "jpg", "--no-progress"]) == 0
+    with Image.open(out / "z.jpg") as jpg:
+        assert jpg.format == "JPEG"
+    assert capsys.readouterr().out.strip() == str(out / "z.jpg")
+
+
+@pytest.mark.parametrize(
+    ("output", "extra", "needle"),
+    [
+        ("out.png", ["--format", "jpg"], "is a .png file but --format is jpg"),
+        ("out", [], "give a file name ending in one of"),
+    ],
+)
+def test_output_and_format_that_disagree_are_one_clear_line(tmp_path: Path, capsys, output, extra, needle) -> None:
+    src = latents_file(tmp_path / "z.safetensors", latents=torch.randn(1, 4, 8, 8))
+    args = ["decode", str(src), "--endpoint", "http://127.0.0.1:9", "-o", str(tmp_path / output), *extra]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert needle in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / output).exists()
+
+
+def test_corrupt_latents_file_is_one_line(tmp_path: Path, capsys) -> None:
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"\x00" * 7 + b"not safetensors at all")
+    assert main(["decode", str(bad), "--endpoint", "http://127.0.0.1:9", "-o", str(tmp_path / "x.png")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "bad.safetensors" in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_encode_sample_and_seed(sd, tmp_path: Path, capsys) -> None:
+    url = sd[1]
+    image = tmp_path / "in.png"
+    Image.fromarray((np.random.default_rng(0).random((32, 40, 3)) * 255).astype(np.uint8)).save(image)
+    outs = []
+    for name, extra in (("a", ["--sample", "--seed", "3"]), ("b", ["--sample", "--seed", "3"]), ("m", [])):
+        out = tmp_path / f"{name}.safetensors"
+        assert main(["encode", str(image), "--endpoint", url, "-o", str(out), *extra]) == 0
+        outs.append(load_file(out)["latents"])
+    assert torch.equal(outs[0], outs[1])  # same seed, same draw
+    assert not torch.equal(outs[0], outs[2])  # a draw is not the mode
+    with Image.open(image) as pil:
+        assert torch.equal(outs[2], remote_encode(url, pil))
+    capsys.readouterr()
+    assert main(["encode", str(image), "--endpoint", url, "-o", str(tmp_path / "c.safetensors"), "--seed", "1"]) == 2
+    assert "--sample" in capsys.readouterr().err
+
+
+def test_encode_help_describes_the_command(capsys) -> None:
+    with pytest.raises(SystemExit):
+        main(["encode", "--help"])
+    out = capsys.readouterr().out
+    assert "latent distribution" in out and "--sample" in out and "--seed" in out

@@ -11,26 +11,29 @@ latent space and is decoded with no scaling: the recovery path after a local out
 
 The output format follows the extension of ``-o``: ``.png``/``.jpg``/``.jpeg`` (one image per batch
 item; ``_<i>`` is added to the name when ``B > 1``), ``.mp4`` (video models) or ``.safetensors``
-(the raw decoder output in ``[-1, 1]`` under the key ``images``). With several inputs ``-o`` is a
-directory and ``--format`` picks the extension.
+(the raw decoder output in ``[-1, 1]`` under the key ``images``). With several inputs, or an ``-o``
+that is a directory (it exists, or ends with ``/``), files are written there and ``--format`` picks
+the extension (default png).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
 from PIL import Image
 
 from ..errors import ServiceError
 from ._encode import remote_encode
-from ._latent_files import load_latent_file
 from ._many import decode_many
+
+if TYPE_CHECKING:  # torch is imported where files are read, so `hf-remote-vae --help` stays fast
+    import torch
 
 __all__ = ["add_parser", "run_decode", "run_encode"]
 
@@ -60,8 +63,12 @@ def add_parser(subparsers: Any) -> None:
     dec = subparsers.add_parser("decode", help="decode latents files on a remote VAE", description=__doc__)
     dec.formatter_class = argparse.RawDescriptionHelpFormatter
     dec.add_argument("latents", nargs="+", type=Path, help="latents file(s): .safetensors, .pt, ComfyUI .latent")
-    dec.add_argument("-o", "--output", type=Path, required=True, help="output file, or directory for several")
-    dec.add_argument("--format", choices=[e.lstrip(".") for e in _EXTS], default="png", help="for a directory -o")
+    dec.add_argument(
+        "-o", "--output", required=True, help="output file (its extension picks the format), or a directory (DIR/)"
+    )
+    dec.add_argument(
+        "--format", choices=[e.lstrip(".") for e in _EXTS], help="output format when -o is a directory (default png)"
+    )
     dec.add_argument("--key", help="decode only this tensor of each file")
     dec.add_argument("--no-scaling", action="store_true", help="latents are already de-normalised")
     dec.add_argument("--height", type=int, help="output height in pixels (packed latents)")
@@ -72,9 +79,20 @@ def add_parser(subparsers: Any) -> None:
     _common(dec)
     dec.set_defaults(func=run_decode)
 
-    enc = subparsers.add_parser("encode", help="encode images to latents on a remote VAE")
+    enc = subparsers.add_parser(
+        "encode",
+        help="encode images to latents on a remote VAE",
+        description=(
+            "Encode image files (any format Pillow reads) on a remote VAE encode endpoint. Each image becomes a "
+            "safetensors file holding one tensor, `latents` [1, C, H/8, W/8], scaled by --scaling-factor / "
+            "--shift-factor when given (z = (z - shift) * scale), else as the VAE returns it. By default the "
+            "latent distribution's mode is taken; --sample draws from it (--seed makes the draw reproducible)."
+        ),
+    )
     enc.add_argument("images", nargs="+", type=Path, help="image file(s) (any format Pillow reads)")
     enc.add_argument("-o", "--output", type=Path, required=True, help="latents .safetensors, or a directory")
+    enc.add_argument("--sample", action="store_true", help="sample the latent distribution instead of its mode")
+    enc.add_argument("--seed", type=int, help="seed of the --sample draw (default: random)")
     _common(enc)
     enc.set_defaults(func=run_encode)
 
@@ -84,9 +102,11 @@ def _fail(message: str) -> int:
     return 2
 
 
-def _plan(paths: list[Path], output: Path, fmt: str, key: str | None) -> list[_Job]:
+def _plan(paths: list[Path], output: Path, fmt: str, key: str | None, as_dir: bool = False) -> list[_Job]:
+    from ._latent_files import load_latent_file
+
     several = len(paths) > 1
-    if several or output.is_dir():
+    if several or as_dir or output.is_dir():
         output.mkdir(parents=True, exist_ok=True)
     jobs: list[_Job] = []
     for path in paths:
@@ -148,12 +168,27 @@ def _write(out: Path, result: Any, jpeg_quality: int) -> list[Path]:
 
 def run_decode(args: argparse.Namespace) -> int:
     """Decode every latents file; exit 0 if all succeeded, 1 if any failed, 2 on bad arguments."""
-    several = len(args.latents) > 1 or args.output.is_dir()
-    ext = f".{args.format}" if several else args.output.suffix.lower()
-    if ext not in _EXTS:
-        return _fail(f"cannot tell the output format from {args.output}; use one of {', '.join(_EXTS)}")
+    raw = str(args.output)
+    output = Path(raw)
+    as_dir = raw.endswith(("/", os.sep)) or output.is_dir()
+    several = len(args.latents) > 1 or as_dir
+    if several:
+        if output.suffix.lower() in _EXTS and not output.is_dir():
+            return _fail(f"-o {raw} looks like a file, but several inputs need a directory: -o DIR/ --format EXT")
+        ext = f".{args.format or 'png'}"
+    else:
+        ext = output.suffix.lower()
+        if ext not in _EXTS:
+            return _fail(
+                f"cannot tell the output format from -o {raw}: give a file name ending in one of "
+                f"{', '.join(_EXTS)}, or a directory (-o {raw}/ --format png)"
+            )
+        if args.format is not None and f".{args.format}" != ext and not (args.format == "jpg" and ext == ".jpeg"):
+            return _fail(
+                f"-o {raw} is a {ext} file but --format is {args.format}: change one (--format is for -o DIR/)"
+            )
     try:
-        jobs = _plan(args.latents, args.output, ext.lstrip("."), args.key)
+        jobs = _plan(args.latents, output, ext.lstrip("."), args.key, as_dir=as_dir)
     except (OSError, ValueError) as exc:
         return _fail(str(exc))
     vae_space = [job.source for job in jobs if job.vae_space]
@@ -203,6 +238,8 @@ def run_encode(args: argparse.Namespace) -> int:
 
     if len(args.images) == 1 and not args.output.is_dir() and args.output.suffix != ".safetensors":
         return _fail(f"{args.output}: the output must be a .safetensors file or a directory")
+    if args.seed is not None and not args.sample:
+        return _fail("--seed seeds the --sample draw: add --sample (without it the mode is taken, no draw)")
     failed = 0
     for image_path, out in _encode_outputs(args.images, args.output):
         try:
@@ -213,6 +250,8 @@ def run_encode(args: argparse.Namespace) -> int:
                     image,
                     args.scaling_factor,
                     args.shift_factor,
+                    sample=args.sample,
+                    seed=args.seed,
                     timeout=args.timeout,
                     retries=args.retries,
                     token=args.token,
