@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Any, Literal
 
 import requests
 import torch
+from PIL import Image
 
 from ..vae.families import get_family
 from ._decode import remote_decode
@@ -40,6 +42,13 @@ class RemoteVAE:
     from ``generator.initial_seed()``: reproducible, but not the draw a local VAE would make with
     that generator. Without ``encode_endpoint``, ``encode`` raises ``NotImplementedError``.
 
+    Previews (a TAESD-class endpoint, ``custom_handlers/taesd-decode`` and friends): give
+    ``preview_endpoint`` and ``vae.preview(latents)`` decodes a pipeline's latents there, as they are
+    during sampling (still normalised; Flux packed latents need ``height``/``width``), into PIL images;
+    ``pipe(..., callback_on_step_end=vae.preview_callback(show))`` calls ``show(step, images)`` every
+    ``every`` steps. The preview endpoint gets the family's scaling factors, as the full one would, and
+    maps them onto its own latent space.
+
     Not supported: tiling/slicing switches (the server decides;
     the ``enable_*`` methods are accepted and do nothing), and pipeline offload hooks (this is not a
     ``torch.nn.Module``, so ``pipe.to(...)``, ``pipe.device`` and CPU offload ignore it).
@@ -59,6 +68,7 @@ class RemoteVAE:
         *,
         transfer: Literal["raw", "uint8"] = "raw",
         encode_endpoint: str | None = None,
+        preview_endpoint: str | None = None,
         timeout: TimeoutArg = None,
         retries: RetriesArg = 3,
         token: TokenArg = None,
@@ -71,6 +81,7 @@ class RemoteVAE:
         fam = get_family(family)
         self.endpoint = endpoint
         self.encode_endpoint = encode_endpoint
+        self.preview_endpoint = preview_endpoint
         self.family = fam
         self.transfer = transfer
         self._request: dict[str, Any] = {"timeout": timeout, "retries": retries, "token": token}
@@ -145,6 +156,47 @@ class RemoteVAE:
             **self._request,
         )
         return z.to(device=x.device, dtype=x.dtype)
+
+    def preview(
+        self, latents: torch.Tensor, *, height: int | None = None, width: int | None = None
+    ) -> list[Image.Image]:
+        """A pipeline's latents (as during sampling, before the pipeline's own de-normalisation) -> one quick
+        PIL image per batch item, from ``preview_endpoint``. Packed (3-D Flux) latents need ``height``/``width``."""
+        if self.preview_endpoint is None:
+            raise ValueError("this RemoteVAE has no preview_endpoint; pass RemoteVAE(..., preview_endpoint=URL)")
+        fam = self.family
+        scaling: dict[str, Any] = (
+            {"scaling_factor": fam.scaling_factor, "shift_factor": fam.shift_factor}
+            if fam.scaling_factor is not None
+            else {"do_scaling": True}  # per-channel statistics: the endpoint's own
+        )
+        pixels = remote_decode(
+            self.preview_endpoint,
+            latents.detach().cpu(),
+            output_type="pt",
+            return_type="pt",
+            partial_postprocess=True,  # uint8 [B, H, W, 3]: the smallest transfer, all a preview needs
+            height=height,
+            width=width,
+            session=self._session,
+            **scaling,
+            **self._request,
+        )
+        return [Image.fromarray(frame.numpy()) for frame in pixels]
+
+    def preview_callback(
+        self, show: Callable[[int, list[Image.Image]], Any], *, every: int = 1, **preview_kwargs: Any
+    ) -> Callable[..., dict[str, Any]]:
+        """A ``callback_on_step_end`` for diffusers pipelines: ``show(step, images)`` every ``every`` steps."""
+        if every < 1:
+            raise ValueError(f"every must be >= 1, got {every}")
+
+        def callback(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            if step % every == 0:
+                show(step, self.preview(callback_kwargs["latents"], **preview_kwargs))
+            return {}
+
+        return callback
 
     def to(self, *args: Any, **kwargs: Any) -> RemoteVAE:
         return self  # nothing local to move
