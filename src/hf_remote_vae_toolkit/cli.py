@@ -34,9 +34,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# modules the light client install lacks (the [server] extra has them)
+_SERVER_MODULES = ("torch", "diffusers", "starlette", "uvicorn", "safetensors", "prometheus_client", "huggingface_hub")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except ModuleNotFoundError as exc:
+        # The light client install (pip install hf-remote-vae-toolkit) has none of the server stack.
+        missing = (exc.name or "").split(".")[0]
+        if missing not in _SERVER_MODULES:
+            raise
+        if args.command in ("decode", "encode"):  # files of latents: torch and safetensors
+            fix = "pip install 'hf-remote-vae-toolkit[client]' torch"
+        else:
+            fix = "pip install 'hf-remote-vae-toolkit[server]'"
+        print(f"hf-remote-vae {args.command}: this install has no {missing}; to fix: {fix}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":  # pragma: no cover
