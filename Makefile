@@ -109,3 +109,8 @@ $(STOCK_STAMP): $(STOCK_WHEELS)/stock-toolkit-requirements.txt
 # The stock-fidelity tests (tests/stock) with the stock toolkit required: a missing .venv-stock is an error here.
 test-stock: install stock-venv
 	REQUIRE_STOCK=1 STOCK_VENV=$(STOCK_VENV) $(BIN)/python -m pytest tests/stock $(PYTEST_ARGS)
+
+# Per-request overhead against the stock toolkit (a do-nothing handler, JSON and 1 MiB bodies, concurrency 1
+# and 8, interleaved; ~70 s). Writes benchmarks/results/stock-overhead-<date>.md and .json.
+bench-stock: install stock-venv
+	STOCK_VENV=$(STOCK_VENV) $(BIN)/python -m benchmarks.stock_overhead
