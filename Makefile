@@ -114,3 +114,13 @@ test-stock: install stock-venv
 # and 8, interleaved; ~70 s). Writes benchmarks/results/stock-overhead-<date>.md and .json.
 bench-stock: install stock-venv
 	STOCK_VENV=$(STOCK_VENV) $(BIN)/python -m benchmarks.stock_overhead
+
+# The preview tier (TAESD-class decoders) against the full VAEs on this machine's CPU: decode time, peak memory,
+# and the HTTP round trip (~3 min). Writes benchmarks/results/preview-cpu-<date>.md and .json. On a GPU:
+# $(BIN)/python -m benchmarks.preview --device cuda --http
+bench-preview: install
+	$(BIN)/python -m benchmarks.preview --http
+
+# The ComfyUI node pack and the preview tier's tests (also part of `make test`).
+test-comfyui: install
+	$(BIN)/python -m pytest tests/integrations tests/preview $(PYTEST_ARGS)

@@ -134,3 +134,15 @@ def test_the_cli_reports_an_unreadable_file(tmp_path: Path, capsys) -> None:
     (tmp_path / "bad.pt").write_bytes(b"nope")
     assert _decode("http://127.0.0.1:9", tmp_path / "bad.pt", tmp_path / "a.png") == 2
     assert "not a readable torch file" in capsys.readouterr().err
+
+
+def test_a_comfyui_video_latent_decodes_to_mp4(tmp_path: Path) -> None:
+    import av
+
+    repo = init_repo("hunyuanvideo-decode", tmp_path / "hv", random_weights="tiny")
+    src = save_comfyui_latent(tmp_path / "video_00001_.latent", torch.randn(1, 16, 2, 4, 4))
+    with running_server(repo) as url:
+        assert _decode(url, src, tmp_path / "video.mp4") == 0
+    with av.open(str(tmp_path / "video.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 5 and frames[0].shape == (32, 32, 3)  # 1 + 4 * (2 - 1) frames of 8 * 4 pixels
