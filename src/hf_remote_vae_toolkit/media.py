@@ -25,10 +25,13 @@ the setting. Lossless either way: the decoded pixels are exactly the input's.
 from __future__ import annotations
 
 import io
+import warnings
 from typing import Any
 
 import numpy as np
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from .errors import InvalidRequest, PayloadTooLarge
 
 __all__ = [
     "ENCODERS",
@@ -36,6 +39,7 @@ __all__ = [
     "encode_jpeg",
     "encode_png",
     "encode_webp",
+    "open_image",
     "to_pil",
 ]
 
@@ -89,3 +93,20 @@ ENCODERS = {
     "image/png": encode_png,
     "image/webp": encode_webp,
 }
+
+
+def open_image(body: bytes) -> Image.Image:
+    """Image bytes (any format Pillow reads) -> RGB image, as the stock toolkit reads an ``image/*`` body.
+
+    Decompression bombs are refused (413) before their pixels are decoded; unreadable bytes are a 400.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(body))
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image is too large to decode: {exc}") from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as exc:
+        raise InvalidRequest(f"body is not an image Pillow can read: {exc}") from None
+    return image.convert("RGB")

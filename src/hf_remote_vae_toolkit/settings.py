@@ -37,6 +37,14 @@ def _float(env: Mapping[str, str], key: str, default: float | None) -> float | N
         raise ValueError(f"{key} must be a number, got {raw!r}") from None
 
 
+def _positive(env: Mapping[str, str], key: str, default: float) -> float:
+    value = _float(env, key, default)
+    assert value is not None
+    if not value > 0:
+        raise ValueError(f"{key} must be a number of seconds above 0, got {env.get(key)!r}")
+    return value
+
+
 def _str(env: Mapping[str, str], key: str, default: str | None = None) -> str | None:
     raw = env.get(key)
     return raw if raw not in (None, "") else default
@@ -65,6 +73,8 @@ class Settings:
     gpu_memory_budget_gb: float | None = None  # None: free memory after warm-up minus a margin
     workers: int | None = None  # None: one per visible GPU, else one
     shutdown_grace_s: float = 30.0
+    # browsers: origins allowed to call the API (CORS_ALLOW_ORIGINS, comma-separated; "*" for any). Empty: off
+    cors_allow_origins: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -82,12 +92,15 @@ class Settings:
             api_token=_str(env, "API_TOKEN"),
             log_level=(_str(env, "LOG_LEVEL", "info") or "info").lower(),
             max_queue_size=_int(env, "MAX_QUEUE_SIZE", 64),
-            request_timeout_s=_float(env, "REQUEST_TIMEOUT_S", 300.0) or 300.0,
+            request_timeout_s=_positive(env, "REQUEST_TIMEOUT_S", 300.0),
             max_batch_size=max(1, _int(env, "MAX_BATCH_SIZE", 0)) if env.get("MAX_BATCH_SIZE") else None,
             max_batch_delay_ms=max(0.0, _float(env, "MAX_BATCH_DELAY_MS", 5.0) or 0.0),
             gpu_memory_budget_gb=_float(env, "GPU_MEMORY_BUDGET_GB", None),
             workers=_int(env, "WORKERS", 0) or None,
             shutdown_grace_s=_float(env, "SHUTDOWN_GRACE_S", 30.0) or 30.0,
+            cors_allow_origins=tuple(
+                o.strip() for o in (_str(env, "CORS_ALLOW_ORIGINS") or "").split(",") if o.strip()
+            ),
         )
 
     def replace(self, **changes: object) -> Settings:

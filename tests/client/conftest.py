@@ -15,6 +15,7 @@ import torch
 from PIL import Image
 
 from hf_remote_vae_toolkit import protocol
+from hf_remote_vae_toolkit.contract import RequestInfo, request_parameters
 from hf_remote_vae_toolkit.errors import InvalidRequest, NotReady
 from hf_remote_vae_toolkit.testing import running_server
 
@@ -25,8 +26,18 @@ def _to_pil(x: torch.Tensor) -> Image.Image:
     return Image.fromarray(pixels.numpy())
 
 
-class ToyDecoder:
-    """Speaks the decode protocol (PROTOCOL.md section 3) for image latents with a stand-in "VAE".
+class _ParseStep:
+    """The explicit parse step, as the VAE handlers have it: typed parameters and the negotiated Accept."""
+
+    def parse(self, data: dict[str, Any], request: RequestInfo) -> dict[str, Any]:
+        return {**data, "parameters": request_parameters(data, request), "accept": request.accept}
+
+    def call_batch(self, jobs: list[dict[str, Any]]) -> list[Any]:
+        return [self(job) for job in jobs]  # type: ignore[operator]
+
+
+class ToyDecoder(_ParseStep):
+    """Speaks the decode protocol (docs/protocol.md) for image latents with a stand-in "VAE".
 
     ``[B, C, h, w]`` -> ``tanh`` of the first three channels, upsampled 8x: ``[B, 3, 8h, 8w]`` in
     [-1, 1], float32. Applies ``scaling_factor``/``shift_factor``/``do_scaling`` like the real one.
@@ -57,7 +68,7 @@ class ToyDecoder:
         return _to_pil(x)
 
 
-class ToyEncoder:
+class ToyEncoder(_ParseStep):
     """Speaks the encode protocol: PIL RGB or a ``[B, 3, H, W]`` tensor -> "latents" ``[B, 4, H/8, W/8]``."""
 
     def __call__(self, data: dict[str, Any]) -> torch.Tensor:
@@ -99,7 +110,7 @@ class Sleepy:
         return data["inputs"]
 
 
-class Indexed:
+class Indexed(_ParseStep):
     """Latents filled with their item index -> that index back, after a delay that makes later
     items finish first; index ``fail_at`` is refused with a 400."""
 
@@ -107,9 +118,10 @@ class Indexed:
         self.fail_at = fail_at
         self.order: list[int] = []  # indices in the order the handler ran them
 
-    def validate(self, data: dict[str, Any]) -> None:
-        # validate() runs concurrently before the queue: the delay reorders arrivals at the worker
+    def parse(self, data: dict[str, Any], request: RequestInfo) -> dict[str, Any]:
+        # parse() runs concurrently before the queue: the delay reorders arrivals at the worker
         time.sleep(0.03 * ((7 - int(data["inputs"].flatten()[0].item())) % 4))
+        return super().parse(data, request)
 
     def __call__(self, data: dict[str, Any]) -> torch.Tensor:
         index = int(data["inputs"].flatten()[0].item())

@@ -68,11 +68,15 @@ def test_client_errors_are_not_retried():
 def test_handler_crash_is_a_500_handler_error_without_retry():
     attempts = []
 
-    def crash(data):
-        attempts.append(1)
-        raise RuntimeError("secret internals")
+    class Crash:  # a handler with the explicit parse step: a crash in its GPU step is the server's fault
+        def parse(self, data, request):
+            return data
 
-    with running_server(handler=crash) as url:
+        def call_batch(self, jobs):
+            attempts.append(1)
+            raise RuntimeError("secret internals")
+
+    with running_server(handler=Crash()) as url:
         with pytest.raises(HandlerError) as info:
             decode_pt(url, retries=FAST)
     assert info.value.status_code == 500 and "secret" not in info.value.message

@@ -25,6 +25,7 @@ from diffusers.utils.remote_utils import remote_decode
 from PIL import Image
 
 from hf_remote_vae_toolkit import protocol
+from hf_remote_vae_toolkit.contract import RequestInfo, WorkerInfo
 from hf_remote_vae_toolkit.testing import running_server
 
 REPO = Path(__file__).resolve().parents[2]
@@ -102,8 +103,9 @@ def test_memory_estimate_is_the_handlers_own(model_repo: Path) -> None:
     module = _import_handler_module(model_repo)
     handler = module.EndpointHandler(str(model_repo))
     data = {"inputs": torch.zeros(2, 4, 16, 16), "parameters": {}}
-    assert handler.estimate_memory(data) == module.BYTES_PER_PIXEL_PER_ITEM * 4 * 2 * 128 * 128  # float32 on a CPU
-    handler.memory_budget_bytes = 1  # over budget: the handler still decodes untiled (AutoencoderTiny has no tiling)
+    job = handler.parse(data, RequestInfo(body_parameters=True))
+    assert handler.estimate_memory(job) == module.BYTES_PER_PIXEL_PER_ITEM * 4 * 2 * 128 * 128  # float32 on a CPU
+    handler.setup(WorkerInfo(memory_budget_bytes=1))  # over budget: still untiled (AutoencoderTiny has no tiling)
     out = handler({**data, "parameters": {"output_type": "pt"}})
     assert tuple(out.shape) == (2, 3, 128, 128)
 

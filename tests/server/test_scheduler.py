@@ -16,6 +16,7 @@ import torch
 from prometheus_client.parser import text_string_to_metric_families
 
 from hf_remote_vae_toolkit import protocol
+from hf_remote_vae_toolkit.contract import RequestInfo
 from hf_remote_vae_toolkit.testing import running_server, serving_process
 
 TOY = Path(__file__).parent / "toy_handlers"
@@ -36,14 +37,14 @@ class BatchingHandler:
     def warmup(self) -> None:
         self.warmed = True
 
+    def parse(self, data: dict[str, Any], request: RequestInfo) -> dict[str, Any]:
+        return {"inputs": data["inputs"], "parameters": dict(request.query)}
+
     def batch_key(self, data: dict[str, Any]) -> Any:
         return tuple(data["inputs"].shape)
 
     def estimate_memory(self, data: dict[str, Any]) -> int:
         return int(data["parameters"].get("gib", 0) * GiB)
-
-    def __call__(self, data: dict[str, Any]) -> torch.Tensor:
-        return self.call_batch([data])[0]
 
     def call_batch(self, batch: list[dict[str, Any]]) -> list[torch.Tensor]:
         with self.lock:

@@ -1,5 +1,5 @@
-"""The optional scheduler methods of the image handlers: validate, batch_key, call_batch, estimate_memory,
-memory_budget_bytes (tiling), warmup; in process, and the tiled header over HTTP."""
+"""The explicit steps of the image handlers: parse, batch_key, call_batch, estimate_memory, setup (the
+memory budget, tiling), warmup; in process, and the tiled header over HTTP."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ import requests
 import torch
 
 from hf_remote_vae_toolkit import protocol
+from hf_remote_vae_toolkit.contract import Output, RequestInfo, WorkerInfo
 from hf_remote_vae_toolkit.errors import InvalidRequest
-from hf_remote_vae_toolkit.server.output import Output
 from hf_remote_vae_toolkit.testing import running_server
 from hf_remote_vae_toolkit.vae.memory import estimate_decode_bytes
 
@@ -27,51 +27,64 @@ def decoder(model_repo: Callable[[str], Path]) -> Any:
     return load_handler(model_repo("sd-v1-decode"), environ={})
 
 
-def request(z: torch.Tensor, accept: str | None = protocol.TENSOR_BINARY, **params: Any) -> dict[str, Any]:
-    return {"inputs": z, "parameters": {"output_type": "pt", **params}, "accept": accept}
+def request(z: torch.Tensor, **params: Any) -> dict[str, Any]:
+    return {"inputs": z, "parameters": {"output_type": "pt", **params}}
 
 
-def test_validate_raises_before_any_work(decoder: Any) -> None:
-    decoder.validate(request(torch.zeros(1, 4, 8, 8)))
+def parse(handler: Any, data: dict[str, Any], accept: str | None = protocol.TENSOR_BINARY) -> Any:
+    return handler.parse(data, RequestInfo(accept=accept, body_parameters=True))
+
+
+def run(handler: Any, data: dict[str, Any], accept: str | None = protocol.TENSOR_BINARY) -> Any:
+    return handler.call_batch([parse(handler, data, accept)])[0]
+
+
+def test_parse_raises_before_any_work(decoder: Any) -> None:
+    parse(decoder, request(torch.zeros(1, 4, 8, 8)))
     with pytest.raises(InvalidRequest, match=r"expected \[B, 4, h, w\]"):
-        decoder.validate(request(torch.zeros(1, 3, 8, 8)))
+        parse(decoder, request(torch.zeros(1, 3, 8, 8)))
 
 
 def test_batch_key_groups_compatible_requests(decoder: Any) -> None:
-    key = decoder.batch_key(request(torch.zeros(1, 4, 8, 8)))
-    assert key == decoder.batch_key(request(torch.ones(2, 4, 8, 8)))  # batch size may differ
-    assert key != decoder.batch_key(request(torch.zeros(1, 4, 8, 16)))  # shape
-    assert key != decoder.batch_key(request(torch.zeros(1, 4, 8, 8, dtype=torch.float16)))  # dtype
-    assert key != decoder.batch_key(request(torch.zeros(1, 4, 8, 8), scaling_factor=0.5))  # scaling
-    assert key != decoder.batch_key(request(torch.zeros(1, 4, 8, 8), partial_postprocess=True))  # output kind
-    hash(key)
+    def key(data: dict[str, Any]) -> Any:
+        return decoder.batch_key(parse(decoder, data))
+
+    first = key(request(torch.zeros(1, 4, 8, 8)))
+    assert first == key(request(torch.ones(2, 4, 8, 8)))  # batch size may differ
+    assert first != key(request(torch.zeros(1, 4, 8, 16)))  # shape
+    assert first != key(request(torch.zeros(1, 4, 8, 8, dtype=torch.float16)))  # dtype
+    assert first != key(request(torch.zeros(1, 4, 8, 8), scaling_factor=0.5))  # scaling
+    assert first != key(request(torch.zeros(1, 4, 8, 8), partial_postprocess=True))  # output kind
+    hash(first)
 
 
 def test_call_batch_equals_separate_calls_in_order(decoder: Any) -> None:
     gen = torch.Generator().manual_seed(0)
     batch = [request(torch.randn(n, 4, 8, 8, generator=gen), partial_postprocess=True) for n in (1, 2, 1)]
-    outputs = decoder.call_batch(batch)
+    outputs = decoder.call_batch([parse(decoder, data) for data in batch])
     assert [o.shape[0] for o in outputs] == [1, 2, 1]
     for data, out in zip(batch, outputs, strict=True):
-        assert np.array_equal(out.numpy(), decoder(data).numpy())
+        assert np.array_equal(out.numpy(), decoder(data).numpy())  # the stock __call__ path agrees
 
 
 def test_image_outputs_carry_their_type(decoder: Any) -> None:
-    out = decoder(request(torch.zeros(2, 4, 8, 8), accept=None, output_type="pil", image_format="png"))
+    out = run(decoder, request(torch.zeros(2, 4, 8, 8), output_type="pil", image_format="png"), accept=None)
     assert isinstance(out, Output) and out.media_type == protocol.IMAGE_PNG and out.value.size == (64, 64)
-    pil = decoder(request(torch.zeros(1, 4, 8, 8), accept=protocol.JSON, output_type="pil"))
+    jpeg = run(decoder, request(torch.zeros(1, 4, 8, 8), output_type="pil", jpeg_quality=90), protocol.IMAGE_JPEG)
+    assert jpeg.media_type == protocol.IMAGE_JPEG and jpeg.encode_options == {"quality": 90}
+    pil = run(decoder, request(torch.zeros(1, 4, 8, 8), output_type="pil"), accept=protocol.JSON)
     assert pil.size == (64, 64)
 
 
 def test_estimate_memory_and_tiling(decoder: Any) -> None:
     z = torch.randn(1, 4, 16, 16, generator=torch.Generator().manual_seed(1))
     untiled = estimate_decode_bytes(1, 128, 128, 4)
-    assert decoder.estimate_memory(request(z)) == untiled
-    plain = decoder(request(z))
-    decoder.memory_budget_bytes = untiled - 1
+    assert decoder.estimate_memory(parse(decoder, request(z))) == untiled
+    plain = run(decoder, request(z))
+    decoder.setup(WorkerInfo(memory_budget_bytes=untiled - 1))  # the server's budget, handed over in setup
     try:
-        assert decoder.estimate_memory(request(z)) < untiled
-        tiled = decoder(request(z))
+        assert decoder.estimate_memory(parse(decoder, request(z))) < untiled
+        tiled = run(decoder, request(z))
     finally:
         decoder.memory_budget_bytes = None
     assert isinstance(tiled, Output) and tiled.headers == {protocol.HEADER_TILED: "1"}

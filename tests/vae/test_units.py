@@ -16,8 +16,8 @@ from PIL import Image
 from hf_remote_vae_toolkit import media
 from hf_remote_vae_toolkit.errors import InvalidRequest
 from hf_remote_vae_toolkit.vae import latents as L
+from hf_remote_vae_toolkit.vae.config import DEFAULT_MAX_PIXELS, VaeConfig, parse_max_pixels
 from hf_remote_vae_toolkit.vae.families import get_family
-from hf_remote_vae_toolkit.vae.latents import parse_max_pixels
 from hf_remote_vae_toolkit.vae.loading import find_weights_dir, load_vae, resolve_dtype
 from hf_remote_vae_toolkit.vae.memory import GiB, estimate_decode_bytes, estimate_tiled_decode_bytes
 from hf_remote_vae_toolkit.vae.postprocess import to_uint8, to_unit
@@ -131,9 +131,9 @@ def test_shape_errors_name_the_expected_shape(family: str, shape: tuple[int, ...
 
 
 def test_pixel_limit_message() -> None:
-    L.check_pixels(1, 4096, 4096, L.DEFAULT_MAX_PIXELS)
+    L.check_pixels(1, 4096, 4096, DEFAULT_MAX_PIXELS)
     with pytest.raises(InvalidRequest, match=r"4104x4096 pixels is over this endpoint's limit of 4096x4096"):
-        L.check_pixels(1, 4096, 4104, L.DEFAULT_MAX_PIXELS)
+        L.check_pixels(1, 4096, 4104, DEFAULT_MAX_PIXELS)
 
 
 def test_max_pixels_env_forms() -> None:
@@ -252,18 +252,30 @@ def test_loading_config_overrides_family_and_env_overrides_dtype(model_repo: Any
     (tmp_path / "vae" / "diffusion_pytorch_model.safetensors").write_bytes(
         (source / "diffusion_pytorch_model.safetensors").read_bytes()
     )
-    loaded = load_vae(tmp_path, "sd-v1", device="cpu", environ={"VAE_DTYPE": "bfloat16"})
+    loaded = load_vae(tmp_path, "sd-v1", device="cpu", dtype="bfloat16")
     assert loaded.scaling_factor == 0.25
     assert loaded.dtype == torch.bfloat16 == next(loaded.vae.parameters()).dtype
-    assert load_vae(source, "sd-v1", device="cpu", environ={}).dtype == torch.float32
+    assert load_vae(source, "sd-v1", device="cpu").dtype == torch.float32
 
 
 def test_dtype_defaults() -> None:
-    assert resolve_dtype(get_family("flux"), torch.device("cuda"), {}) == torch.bfloat16
-    assert resolve_dtype(get_family("sdxl"), torch.device("cuda"), {}) == torch.float16
-    assert resolve_dtype(get_family("sdxl"), torch.device("cpu"), {}) == torch.float32
+    assert resolve_dtype(get_family("flux"), torch.device("cuda")) == torch.bfloat16
+    assert resolve_dtype(get_family("sdxl"), torch.device("cuda")) == torch.float16
+    assert resolve_dtype(get_family("sdxl"), torch.device("cpu")) == torch.float32
+    assert resolve_dtype(get_family("sdxl"), torch.device("cpu"), "bfloat16") == torch.bfloat16
     with pytest.raises(ValueError, match="VAE_DTYPE"):
-        resolve_dtype(get_family("sdxl"), torch.device("cpu"), {"VAE_DTYPE": "uint8"})
+        resolve_dtype(get_family("sdxl"), torch.device("cpu"), "uint8")
+
+
+def test_handler_knobs_are_parsed_once_and_typed() -> None:
+    config = VaeConfig.from_env(
+        {"VAE_DTYPE": "BFloat16", "MAX_PIXELS": "64x32", "MAX_FRAMES": "33", "GPU_MEMORY_BUDGET_GB": "0.5"}
+    )
+    assert config == VaeConfig(dtype="bfloat16", max_pixels=2048, max_frames=33, memory_budget_bytes=2**29)
+    assert VaeConfig.from_env({}) == VaeConfig()
+    for bad in ({"VAE_DTYPE": "uint8"}, {"MAX_FRAMES": "0"}, {"MAX_FRAMES": "x"}, {"GPU_MEMORY_BUDGET_GB": "lots"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            VaeConfig.from_env(bad)
 
 
 def test_missing_weights_say_how_to_make_a_repo(tmp_path: Path) -> None:

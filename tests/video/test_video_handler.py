@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import torch
 
+from hf_remote_vae_toolkit.contract import RequestInfo
 from hf_remote_vae_toolkit.errors import InvalidRequest
 
 from .conftest import VideoRepo
@@ -26,7 +27,11 @@ def _handler(path: Path, **environ: str) -> Any:
 
 
 def _data(z: Any, **params: Any) -> dict[str, Any]:
-    return {"inputs": z, "parameters": {"output_type": "pt", **params}, "accept": "tensor/binary"}
+    return {"inputs": z, "parameters": {"output_type": "pt", **params}}
+
+
+def _parse(handler: Any, data: dict[str, Any]) -> Any:
+    return handler.parse(data, RequestInfo(accept="tensor/binary", body_parameters=True))
 
 
 @pytest.fixture(params=["hunyuanvideo", "wan"])
@@ -36,11 +41,11 @@ def repo(request: pytest.FixtureRequest, video_repos: dict[str, VideoRepo]) -> V
 
 def test_max_frames_and_max_pixels_from_the_environment(repo: VideoRepo) -> None:
     handler = _handler(repo.path, MAX_FRAMES="9", MAX_PIXELS=str(64 * 64))
-    handler.validate(_data(torch.zeros(1, 16, 3, 8, 8)))  # 9 frames of 64x64: at both limits
+    _parse(handler, _data(torch.zeros(1, 16, 3, 8, 8)))  # 9 frames of 64x64: at both limits
     with pytest.raises(InvalidRequest, match=r"13 frames, over this endpoint's limit of 9 \(MAX_FRAMES\)"):
-        handler.validate(_data(torch.zeros(1, 16, 4, 8, 8)))
+        _parse(handler, _data(torch.zeros(1, 16, 4, 8, 8)))
     with pytest.raises(InvalidRequest, match="MAX_PIXELS"):
-        handler.validate(_data(torch.zeros(1, 16, 1, 8, 16)))
+        _parse(handler, _data(torch.zeros(1, 16, 1, 8, 16)))
 
 
 @pytest.mark.parametrize(
@@ -53,25 +58,25 @@ def test_max_frames_and_max_pixels_from_the_environment(repo: VideoRepo) -> None
 )
 def test_bad_inputs(repo: VideoRepo, inputs: Any, needle: str) -> None:
     with pytest.raises(InvalidRequest, match=needle):
-        _handler(repo.path).validate(_data(inputs))
+        _parse(_handler(repo.path), _data(inputs))
 
 
 def test_budget_switches_the_estimate_to_tiled(repo: VideoRepo) -> None:
     big = _data(torch.zeros(1, 16, 2, 40, 40))  # 320x320 frames: over diffusers' 256-pixel tiles
     handler = _handler(repo.path)
-    untiled = handler.estimate_memory(big)
+    untiled = handler.estimate_memory(_parse(handler, big))
     assert not handler.needs_tiling((1, 16, 2, 40, 40))
     handler.memory_budget_bytes = untiled - 1
     assert handler.needs_tiling((1, 16, 2, 40, 40))
-    assert handler.estimate_memory(big) < untiled
+    assert handler.estimate_memory(_parse(handler, big)) < untiled
     handler.memory_budget_bytes = 1024
-    assert handler.estimate_memory(big) > 1024  # the scheduler answers 413 (test_video_tiling)
+    assert handler.estimate_memory(_parse(handler, big)) > 1024  # the scheduler answers 413 (test_video_tiling)
 
 
 def test_budget_from_the_environment_and_warmup(repo: VideoRepo) -> None:
     handler = _handler(repo.path, GPU_MEMORY_BUDGET_GB="1.5")
     assert handler.memory_budget_bytes == int(1.5 * GiB)
-    assert handler.batch_key(_data(torch.zeros(1, 16, 2, 8, 8))) is None
+    assert handler.batch_key(_parse(handler, _data(torch.zeros(1, 16, 2, 8, 8)))) is None
     handler.warmup()
-    outputs = handler.call_batch([_data(torch.zeros(1, 16, 2, 8, 8))])
+    outputs = handler.call_batch([_parse(handler, _data(torch.zeros(1, 16, 2, 8, 8)))])
     assert outputs[0].value.shape == (1, 3, 5, 64, 64)

@@ -16,10 +16,9 @@ What this file adds to the toolkit's shared pieces (docs/writing-handlers.md wal
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from hf_remote_vae_toolkit.vae.decode import parse_decode, run_decode
+from hf_remote_vae_toolkit.vae.decode import DecodeJob, run_decode
 from hf_remote_vae_toolkit.vae.families import Family
 from hf_remote_vae_toolkit.vae.image import ImageDecodeHandler
 
@@ -52,13 +51,12 @@ BYTES_PER_PIXEL_PER_ITEM = 5 * 64
 class EndpointHandler(ImageDecodeHandler):
     """Latents ``[B, 4, h, w]`` -> images ``8h x 8w``; same parameters and outputs as sd-v1-decode."""
 
-    family = TAESD  # type: ignore[assignment]  # a Family object instead of a registered name
+    family = TAESD  # a registered name ("sd-v1") or a Family object
 
-    def estimate_memory(self, data: Mapping[str, Any]) -> int:
-        b, _, h, w = parse_decode(data, self.loaded, self.max_pixels).shape
+    def estimate_memory(self, job: DecodeJob) -> int:
+        b, _, h, w = job.shape
         f = TAESD.spatial_factor
         return int(BYTES_PER_PIXEL_PER_ITEM * self.itemsize * b * (h * f) * (w * f))
 
-    def call_batch(self, batch: list[Mapping[str, Any]]) -> list[Any]:
-        jobs = [parse_decode(data, self.loaded, self.max_pixels) for data in batch]
+    def call_batch(self, jobs: list[DecodeJob]) -> list[Any]:
         return run_decode(jobs, self.loaded, tiled=False)

@@ -1,5 +1,5 @@
 """The server: the Inference Endpoints handler contract, extended with binary tensor bodies."""
 
-from .output import Output
+from ..contract import Output
 
 __all__ = ["Output"]

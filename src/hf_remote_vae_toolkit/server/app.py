@@ -1,15 +1,23 @@
 """The app factory: routes, the request path, and the one place errors become responses.
 
-``create_app(settings, handler=None)`` builds a Starlette app whose lifespan loads the handler(s),
-warms them up and starts the scheduler *before* uvicorn opens the port, so "port open" means
-ready. Nothing happens at import time.
+``create_app(settings, handler=None)`` builds a Starlette app whose lifespan prepares the workers (loads a
+handler per device, warms them up, sizes the memory budget: ``workers.py``) and starts the scheduler
+*before* uvicorn opens the port, so "port open" means ready. Nothing happens at import time.
 
 One request (``POST /`` or ``/predict``)::
 
     auth -> size limit -> Accept negotiated (406 before any work) -> body read (bounded)
-    -> codecs.decode_request -> handler.validate (optional) -> scheduler.submit (429 / 413)
+    -> in a thread: codecs.decode_request (the stock data dict)
+                    -> handler.parse / batch_key / estimate_memory (handlers with a parse step)
+    -> scheduler.submit (413 over budget / 429 queue full) -> a GPU worker runs it
     -> wait for the result, the client leaving, or REQUEST_TIMEOUT_S (504)
-    -> codecs.encode_response -> response with X-Request-Id
+    -> in a thread: codecs.encode_response -> response with X-Request-Id
+
+Errors: what the server decides has its own status (401, 406, 413, 415, 429, 503, 504, CUDA OOM 503).
+What a stock handler raises, and a stock result the serialiser refuses, is a 400 with the exception's
+message, as on the stock toolkit. A handler with a parse step reports bad input by raising in ``parse``
+(a ``ServiceError`` keeps its status; any other exception there is a 400); an unexpected exception in its
+``call_batch`` is a 500 whose message hides the internals (the traceback is logged).
 """
 
 from __future__ import annotations
@@ -23,92 +31,67 @@ import time
 import traceback
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from .. import protocol
-from ..errors import NotReady, PayloadTooLarge, RequestTimeout, ServiceError, Unauthorized
+from ..contract import RequestInfo, has_parse_step
+from ..errors import (
+    HandlerError,
+    InvalidRequest,
+    NotReady,
+    PayloadTooLarge,
+    RequestTimeout,
+    ServiceError,
+    Unauthorized,
+)
 from ..settings import Settings
 from . import codecs
-from .loader import HandlerLoadError, ensure_model_dir, load_handler
+from .loader import HandlerLoadError
 from .metrics import Metrics
-from .scheduler import Scheduler, default_memory_budget
+from .scheduler import Scheduler
+from .workers import is_out_of_memory, prepare_workers
 
 __all__ = ["create_app"]
 
 log = logging.getLogger("hf_remote_vae_toolkit")
 GiB = 1024**3
 
+#: Accept values the stock toolkit echoes verbatim as the response's Content-Type.
+_STOCK_ECHOED_ACCEPT = frozenset(
+    {
+        "application/json",
+        "application/json; charset=UTF-8",
+        "image/png",
+        "image/jpeg",
+        "image/tiff",
+        "image/bmp",
+        "image/gif",
+        "image/webp",
+    }
+)
+
 
 class _ClientGone(Exception):
     """The client disconnected before its answer was ready."""
 
 
-def _devices(settings: Settings) -> list[int | None]:
-    try:
-        import torch
+@dataclass
+class _Admitted:
+    """A request ready for the scheduler: what the handler runs on, its batch key and memory estimate."""
 
-        if torch.cuda.is_available():
-            count = torch.cuda.device_count()
-            return list(range(min(count, settings.workers or count)))
-    except ImportError:  # pragma: no cover
-        pass
-    return [None] * (settings.workers or 1)
-
-
-def _build_handlers(settings: Settings, devices: list[int | None]) -> list[Any]:
-    model_dir = ensure_model_dir(settings)
-    handlers = []
-    for device in devices:
-        if device is None:
-            handlers.append(load_handler(settings, model_dir))
-            continue
-        import torch
-
-        with torch.cuda.device(device):  # "cuda" inside the handler means this device
-            handlers.append(load_handler(settings, model_dir))
-    return handlers
-
-
-def _warm_up(handlers: list[Any], devices: list[int | None]) -> None:
-    for handler, device in zip(handlers, devices):
-        if not hasattr(handler, "warmup"):
-            continue
-        started = time.perf_counter()
-        if device is None:
-            handler.warmup()
-        else:
-            import torch
-
-            with torch.cuda.device(device):
-                handler.warmup()
-        log.info("Warm-up done in %.1f ms", (time.perf_counter() - started) * 1000)
-
-
-#: Micro-batch bound when MAX_BATCH_SIZE is unset. A GPU decodes a batch of 8 512² images at 1.7x the
-#: batch-1 rate (ANCHORS.md); a CPU is already saturated by one image, and batches there measured
-#: 0.69x the throughput of one-at-a-time at concurrency 16 (benchmarks/results), so it does not batch.
-DEFAULT_GPU_BATCH = 8
-
-
-def _batch_size(settings: Settings, devices: list[int | None]) -> int:
-    if settings.max_batch_size is not None:
-        return settings.max_batch_size
-    return DEFAULT_GPU_BATCH if any(d is not None for d in devices) else 1
-
-
-def _memory_budget(settings: Settings, devices: list[int | None]) -> int | None:
-    if settings.gpu_memory_budget_gb is not None:
-        return int(settings.gpu_memory_budget_gb * GiB)
-    budgets = [default_memory_budget(d) for d in devices]
-    known = [b for b in budgets if b is not None]
-    return min(known) if known else None
+    payload: Any
+    key: Any
+    estimate: int
 
 
 def create_app(settings: Settings, handler: Any = None) -> Starlette:
@@ -118,39 +101,30 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        devices: list[int | None]
-        if handler is not None:
-            handlers, devices = [handler], [None]
-        else:
-            devices = _devices(settings)
-            try:
-                handlers = await run_in_threadpool(_build_handlers, settings, devices)
-            except HandlerLoadError as exc:
-                log.error("The handler failed to load: %s", exc)
-                log.error("To fix: %s", exc.hint)
-                raise
-        await run_in_threadpool(_warm_up, handlers, devices)
-        budget = _memory_budget(settings, devices)
-        for h in handlers:
-            if budget is not None and hasattr(h, "memory_budget_bytes"):
-                h.memory_budget_bytes = budget
+        try:
+            workers = await run_in_threadpool(prepare_workers, settings, handler)
+        except HandlerLoadError as exc:
+            log.error("The handler failed to load: %s", exc)
+            log.error("To fix: %s", exc.hint)
+            raise
         scheduler = Scheduler(
-            handlers,
+            workers.handlers,
             metrics,
             max_queue_size=settings.max_queue_size,
             request_timeout_s=settings.request_timeout_s,
-            max_batch_size=_batch_size(settings, devices),
+            max_batch_size=workers.max_batch_size,
             max_batch_delay_ms=settings.max_batch_delay_ms,
-            memory_budget=budget,
-            devices=devices,
+            memory_budget=workers.memory_budget,
+            devices=workers.devices,
         )
         scheduler.start()
-        app.state.handler = handlers[0]
+        app.state.handler = workers.handler
+        app.state.parse_step = has_parse_step(workers.handler)
         app.state.scheduler = scheduler
         app.state.ready = True
-        if budget is not None:
-            log.info("GPU memory budget: %.2f GiB per worker", budget / GiB)
-        log.info("Ready: %d worker(s)", len(handlers))
+        if workers.memory_budget is not None:
+            log.info("GPU memory budget: %.2f GiB per worker", workers.memory_budget / GiB)
+        log.info("Ready: %d worker(s)", len(workers.handlers))
         try:
             yield
         finally:
@@ -159,7 +133,7 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
 
     async def health(request: Request) -> Response:
         if not getattr(request.app.state, "ready", False):
-            return JSONResponse(protocol.error_body("not ready"), status_code=503)
+            return _json_response({"error": "not ready"}, 503)
         return PlainTextResponse("Ok")
 
     async def metrics_route(request: Request) -> Response:
@@ -178,7 +152,7 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
         except Exception:
             log.error("request %s failed:\n%s", request_id, traceback.format_exc())
             response = _error_response(
-                ServiceError(f"the handler failed; the server log has the traceback (request id {request_id})")
+                HandlerError(f"the handler failed; the server log has the traceback (request id {request_id})")
             )
         finally:
             metrics.in_flight.dec()
@@ -198,27 +172,59 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
 
     async def _predict(request: Request, request_id: str) -> Response:
         if not getattr(request.app.state, "ready", False):
-            raise NotReady("the model is not loaded yet; retry shortly")
+            raise NotReady("the model is not loaded yet; retry shortly", retry_after=1)
         _check_auth(request, settings)
-        accept = codecs.negotiate(request.headers.get("accept"))
+        raw_accept = request.headers.get("accept")
+        accept = codecs.negotiate(raw_accept)
         body = await _read_body(request, settings.max_request_bytes)
         metrics.bytes_in.inc(len(body))
-        query = protocol.parse_query(request.query_params.multi_items())
+        items = request.query_params.multi_items()
+        info = RequestInfo(
+            accept=accept,
+            query=protocol.parse_query(items),
+            headers=dict(request.headers),
+            request_id=request_id,
+        )
         scheduler: Scheduler = request.app.state.scheduler
-        data = await run_in_threadpool(
-            _prepare, scheduler.handler, request.headers.get("content-type"), body, query, accept
+        parse_step: bool = request.app.state.parse_step
+        admitted = await run_in_threadpool(
+            _admit, scheduler.handler, parse_step, request.headers.get("content-type"), body, items, info
         )
         del body
-        job = scheduler.submit(data)
-        result = await _wait(request, scheduler, job, settings.request_timeout_s)
-        raw_params = data.get("parameters")
-        params: dict[str, Any] = raw_params if isinstance(raw_params, dict) else {}
-        payload, content_type, headers = await run_in_threadpool(codecs.encode_response, result, accept, params)
+        job = scheduler.submit(admitted.payload, key=admitted.key, estimate=admitted.estimate)
+        try:
+            result = await _wait(request, scheduler, job, settings.request_timeout_s)
+        except (ServiceError, _ClientGone):
+            raise
+        except Exception as exc:
+            raise _handler_failure(exc, parse_step, request_id) from exc
+        try:
+            payload, content_type, headers = await run_in_threadpool(
+                codecs.encode_response, result, accept, stock=not parse_step
+            )
+        except ServiceError:
+            raise
+        except Exception as exc:
+            raise _handler_failure(exc, parse_step, request_id) from exc
+        if not parse_step and raw_accept in _STOCK_ECHOED_ACCEPT:
+            content_type = raw_accept
         if headers.get(protocol.HEADER_TILED) == "1":
             metrics.tiled.inc()
         metrics.bytes_out.inc(len(payload))
-        return Response(payload, media_type=content_type, headers=headers)
+        # the type as chosen, without the charset Starlette would add to text/plain (MP4 bytes, for diffusers)
+        return Response(payload, headers={**headers, "content-type": content_type})
 
+    middleware = []
+    if settings.cors_allow_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_allow_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["*"],
+                expose_headers=["shape", "dtype", protocol.HEADER_REQUEST_ID, protocol.HEADER_TILED, "Retry-After"],
+            )
+        )
     app = Starlette(
         routes=[
             Route("/", health, methods=["GET"]),
@@ -227,6 +233,7 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
             Route("/predict", predict, methods=["POST"]),
             Route("/metrics", metrics_route, methods=["GET"]),
         ],
+        middleware=middleware,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_exception},  # type: ignore[dict-item]
     )
@@ -236,13 +243,54 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
     return app
 
 
-def _prepare(handler: Any, content_type: str | None, body: bytes, query: dict[str, Any], accept: str | None) -> dict:
-    """Body -> handler data, then the handler's own checks; runs in a thread (CPU work)."""
-    data = codecs.decode_request(content_type, body, query)
-    data.setdefault("accept", accept)
-    if hasattr(handler, "validate"):
-        handler.validate(data)
-    return data
+def _admit(
+    handler: Any,
+    parse_step: bool,
+    content_type: str | None,
+    body: bytes,
+    items: list[tuple[str, str]],
+    info: RequestInfo,
+) -> _Admitted:
+    """Body -> the stock data dict -> (handlers with a parse step) the parsed job, its batch key and memory
+    estimate. Runs in a thread: image decoding and parsing are CPU work, and handler code never runs on the
+    event loop."""
+    decoded = codecs.decode_request(content_type, body, items, dict(info.query))
+    if not parse_step:
+        return _Admitted(decoded.data, None, 0)
+    info = RequestInfo(
+        accept=info.accept,
+        query=info.query,
+        body_type=decoded.body_type,
+        body_parameters=decoded.body_parameters,
+        headers=info.headers,
+        request_id=info.request_id,
+    )
+    try:
+        job = handler.parse(decoded.data, info)
+        key = handler.batch_key(job) if callable(getattr(handler, "batch_key", None)) else None
+        estimate = int(handler.estimate_memory(job)) if callable(getattr(handler, "estimate_memory", None)) else 0
+    except ServiceError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        # what parse raises about the request is the client's to fix
+        raise InvalidRequest(str(exc) or type(exc).__name__) from exc
+    return _Admitted(job, key, estimate)
+
+
+def _handler_failure(exc: Exception, parse_step: bool, request_id: str) -> ServiceError:
+    """What a handler (or the serialiser of its result) raised -> the error the client gets."""
+    if is_out_of_memory(exc):
+        return NotReady("the GPU ran out of memory for this request; retry, or send a smaller one", retry_after=1)
+    if not parse_step:
+        # the stock toolkit's answer to anything a handler raises: 400 with the message
+        log.warning("request %s: the handler raised %r", request_id, exc)
+        return InvalidRequest(str(exc))
+    log.error("request %s failed:\n%s", request_id, "".join(traceback.format_exception(exc)))
+    return HandlerError(f"the handler failed; the server log has the traceback (request id {request_id})")
+
+
+def _json_response(content: Any, status_code: int, headers: dict[str, str] | None = None) -> Response:
+    return Response(codecs.encode_json(content), status_code=status_code, headers=headers, media_type=protocol.JSON)
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -304,8 +352,8 @@ def _error_response(exc: ServiceError) -> Response:
     headers = dict(exc.headers)
     if exc.retry_after is not None:
         headers["Retry-After"] = str(max(1, math.ceil(exc.retry_after)))
-    return JSONResponse(protocol.error_body(exc.message), status_code=exc.status_code, headers=headers)
+    return _json_response(protocol.error_body(exc.message), exc.status_code, headers)
 
 
 async def _http_exception(request: Request, exc: HTTPException) -> Response:
-    return JSONResponse(protocol.error_body(str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+    return _json_response(protocol.error_body(str(exc.detail)), exc.status_code, dict(exc.headers or {}))

@@ -154,9 +154,11 @@ def load_handler(settings: Settings, model_dir: Path | None = None) -> Any:
         cls, name = builtin
         class_name = f"the built-in {name} handler"
         hint = f"check that {model_dir} (or its vae/ folder) holds the weights of a {name.rsplit('-', 1)[0]} VAE"
+    # the path exactly as configured (HF_MODEL_DIR), as the stock toolkit passes it
+    path = settings.model_dir if Path(settings.model_dir) == model_dir else os.fspath(model_dir)
     try:
-        handler = cls(os.fspath(model_dir))
+        handler = cls(path)
     except Exception as exc:
-        raise HandlerLoadError(f"{class_name}({str(model_dir)!r}) raised {exc!r}", hint) from exc
+        raise HandlerLoadError(f"{class_name}({path!r}) raised {exc!r}", hint) from exc
     log.info("Model initialized successfully")
     return handler

@@ -25,53 +25,41 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import NotReady, Overloaded, PayloadTooLarge, RequestTimeout
+from ..contract import has_parse_step
+from ..errors import HandlerError, NotReady, Overloaded, PayloadTooLarge, RequestTimeout
 from .metrics import Metrics
+from .workers import empty_cuda_cache, is_out_of_memory
 
-__all__ = ["Job", "Scheduler", "is_out_of_memory", "default_memory_budget"]
+__all__ = ["Job", "Scheduler"]
 
 log = logging.getLogger("hf_remote_vae_toolkit")
 GiB = 1024**3
 
 
-def is_out_of_memory(exc: BaseException) -> bool:
-    """True for a CUDA out-of-memory error (by type, never by message)."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return False
-    return isinstance(exc, torch.OutOfMemoryError)
-
-
-def default_memory_budget(device_index: int | None, margin_fraction: float = 0.1) -> int | None:
-    """Free GPU memory now (after weights and warm-up) minus a margin; ``None`` on CPU."""
-    try:
-        import torch
-    except ImportError:  # pragma: no cover
-        return None
-    if device_index is None or not torch.cuda.is_available():
-        return None
-    free, total = torch.cuda.mem_get_info(device_index)
-    return max(0, int(free - max(GiB, margin_fraction * total)))
-
-
 @dataclass(eq=False)
 class Job:
-    data: dict[str, Any]
+    """One admitted request. ``payload`` is what the handler runs on: the parsed job of a handler with a
+    parse step, else the stock ``data`` dict. ``key`` and ``estimate`` were computed before admission."""
+
+    payload: Any
     key: Hashable | None
     estimate: int
     deadline: float
-    enqueued_at: float = field(default_factory=time.monotonic)
+    enqueued_at: float
     future: concurrent.futures.Future[Any] = field(default_factory=concurrent.futures.Future)
     started: bool = False
 
 
 class Scheduler:
-    """Runs handler calls on worker threads; ``submit`` is called from the event loop."""
+    """Runs handler calls on worker threads; ``submit`` is called from the event loop.
+
+    ``clock`` (monotonic seconds) is injectable so tests can move time: deadlines and the batch delay read
+    it; waiting on the condition variable still uses real time, bounded by the batch delay.
+    """
 
     def __init__(
         self,
@@ -84,6 +72,7 @@ class Scheduler:
         max_batch_delay_ms: float = 5.0,
         memory_budget: int | None = None,
         devices: Sequence[int | None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if not handlers:
             raise ValueError("the scheduler needs at least one handler")
@@ -95,12 +84,14 @@ class Scheduler:
         self.max_batch_delay_s = max_batch_delay_ms / 1000.0
         self.memory_budget = memory_budget
         self.devices = list(devices) if devices is not None else [None] * len(self.handlers)
+        self.clock = clock
         self._queue: collections.deque[Job] = collections.deque()
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._stopping = False
         self._busy = 0
         self._arrivals_while_busy = 0
+        self._running_sizes: dict[int, int] = {}  # worker index -> size of the batch it runs now
         self._seconds_per_job = 0.05  # drain-rate estimate (EWMA), for Retry-After
 
     # ------------------------------------------------------------------ event-loop side
@@ -109,22 +100,30 @@ class Scheduler:
     def handler(self) -> Any:
         return self.handlers[0]
 
-    def submit(self, data: dict[str, Any]) -> Job:
-        """Admit a request or refuse it at once (429 queue full, 413 over the memory budget)."""
-        handler = self.handler
-        estimate = int(handler.estimate_memory(data)) if hasattr(handler, "estimate_memory") else 0
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def submit(self, payload: Any, *, key: Hashable | None = None, estimate: int = 0) -> Job:
+        """Admit a request or refuse it at once (413 over the memory budget, 429 queue full, 503 stopping).
+
+        ``key`` and ``estimate`` come from the handler's ``batch_key``/``estimate_memory``, computed by the
+        caller off the event loop; a ``None`` key never batches.
+        """
         if self.memory_budget is not None and estimate > self.memory_budget:
             self.metrics.rejected.labels("memory").inc()
             raise PayloadTooLarge(
                 f"this request needs an estimated {estimate / GiB:.2f} GiB of GPU memory and the budget is "
                 f"{self.memory_budget / GiB:.2f} GiB (GPU_MEMORY_BUDGET_GB); send a smaller batch or size"
             )
-        key = self._batch_key(handler, data)
-        job = Job(data=data, key=key, estimate=estimate, deadline=time.monotonic() + self.request_timeout_s)
+        now = self.clock()
+        job = Job(payload=payload, key=key, estimate=estimate, deadline=now + self.request_timeout_s, enqueued_at=now)
         with self._cond:
             if self._stopping:
-                raise NotReady("the server is shutting down; retry on another replica")
-            if len(self._queue) >= self.max_queue_size:
+                raise NotReady("the server is shutting down; retry on another replica", retry_after=1)
+            # a full queue refuses only while every worker is busy: an idle worker takes the job at once
+            idle = self._busy < len(self.handlers) and not self._queue
+            if len(self._queue) >= self.max_queue_size and not idle:
                 self.metrics.rejected.labels("queue_full").inc()
                 raise Overloaded(
                     f"the queue is full ({self.max_queue_size} requests waiting); retry later",
@@ -158,9 +157,9 @@ class Scheduler:
     # ------------------------------------------------------------------ lifecycle
 
     def start(self) -> None:
-        for index, (handler, device) in enumerate(zip(self.handlers, self.devices)):
+        for index, handler in enumerate(self.handlers):
             thread = threading.Thread(
-                target=self._worker, args=(handler, device), name=f"vae-worker-{index}", daemon=True
+                target=self._worker, args=(index, handler), name=f"vae-worker-{index}", daemon=True
             )
             thread.start()
             self._threads.append(thread)
@@ -174,29 +173,25 @@ class Scheduler:
             self.metrics.queue_size.set(0)
             self._cond.notify_all()
         for job in leftover:
-            _fail(job, NotReady("the server shut down before this request started; retry"))
+            _fail(job, NotReady("the server shut down before this request started; retry", retry_after=1))
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
     # ------------------------------------------------------------------ worker side
 
-    @staticmethod
-    def _batch_key(handler: Any, data: dict[str, Any]) -> Hashable | None:
-        if not (hasattr(handler, "batch_key") and hasattr(handler, "call_batch")):
-            return None
-        return handler.batch_key(data)
-
-    def _take_batch(self) -> list[Job] | None:
-        """Block until there is work; return the next batch (or None when stopping)."""
+    def take_batch(self, block: bool = True) -> list[Job] | None:
+        """The next batch (marked started), or None when stopping (or, with ``block=False``, when idle)."""
         with self._cond:
             while True:
                 while not self._queue and not self._stopping:
+                    if not block:
+                        return None
                     self._cond.wait()
                 if self._stopping:
                     return None
                 first = self._queue.popleft()
-                if time.monotonic() > first.deadline:
+                if self.clock() > first.deadline:
                     self.metrics.queue_size.set(len(self._queue))
                     _fail(first, RequestTimeout("the request waited in the queue past REQUEST_TIMEOUT_S"))
                     continue
@@ -206,10 +201,10 @@ class Scheduler:
                     break
                 # Wait for company only when requests have been arriving concurrently.
                 concurrent_load = bool(self._queue) or self._arrivals_while_busy > 0
-                wait_until = time.monotonic() + (self.max_batch_delay_s if concurrent_load else 0.0)
+                wait_until = self.clock() + (self.max_batch_delay_s if concurrent_load else 0.0)
                 while True:
                     self._gather(batch)
-                    remaining = wait_until - time.monotonic()
+                    remaining = wait_until - self.clock()
                     if len(batch) >= self.max_batch_size or remaining <= 0 or self._stopping:
                         break
                     self._cond.wait(remaining)
@@ -223,7 +218,7 @@ class Scheduler:
         """Move queued jobs with the batch's key into it, in arrival order, within the limits."""
         key = batch[0].key
         used = sum(j.estimate for j in batch)
-        now = time.monotonic()
+        now = self.clock()
         for job in list(self._queue):
             if len(batch) >= self.max_batch_size:
                 return
@@ -236,56 +231,81 @@ class Scheduler:
             batch.append(job)
             used += job.estimate
 
-    def _worker(self, handler: Any, device: int | None) -> None:
+    def _worker(self, index: int, handler: Any) -> None:
+        device = self.devices[index]
         if device is not None:
             import torch
 
             torch.cuda.set_device(device)
         while True:
-            batch = self._take_batch()
+            batch = self.take_batch()
             if batch is None:
                 return
-            try:
-                self._run(handler, batch, allow_split=True)
-            finally:
-                with self._cond:
-                    self._busy -= 1
+            self.run_batch(handler, batch, worker=index)
 
-    def _run(self, handler: Any, batch: list[Job], *, allow_split: bool) -> None:
-        started = time.monotonic()
+    def run_batch(self, handler: Any, batch: list[Job], *, worker: int = 0) -> None:
+        """Run one batch to completion: every job's future ends with a result or an error. Never raises,
+        whatever the handler raises (``SystemExit`` included), so a worker cannot die of a request."""
+        try:
+            self._run(handler, batch, worker=worker, allow_split=True)
+        except BaseException as exc:  # pragma: no cover - _run already fails every job; belt and braces
+            log.error("worker %d: unexpected %r", worker, exc)
+            for job in batch:
+                _fail(job, HandlerError("the handler failed; the server log has the details"))
+        finally:
+            with self._cond:
+                self._busy -= 1
+                self._set_running(worker, 0)
+
+    def _set_running(self, worker: int, size: int) -> None:
+        self._running_sizes[worker] = size
+        self.metrics.batch_current_size.set(sum(self._running_sizes.values()))
+
+    def _call(self, handler: Any, batch: list[Job]) -> list[Any]:
+        if has_parse_step(handler):
+            outputs = list(handler.call_batch([job.payload for job in batch]))
+        elif len(batch) == 1:
+            outputs = [handler(batch[0].payload)]
+        else:  # pragma: no cover - stock handlers get keys of None and never batch
+            outputs = [handler(job.payload) for job in batch]
+        if len(outputs) != len(batch):
+            raise RuntimeError(f"call_batch returned {len(outputs)} outputs for {len(batch)} requests")
+        return outputs
+
+    def _run(self, handler: Any, batch: list[Job], *, worker: int, allow_split: bool) -> None:
+        started = self.clock()
         for job in batch:
-            self.metrics.queue_wait.observe(started - job.enqueued_at)
-        self.metrics.batch_current_size.set(len(batch))
+            self.metrics.queue_wait.observe(max(0.0, started - job.enqueued_at))
+        with self._cond:
+            self._set_running(worker, len(batch))
         self.metrics.batch_size.observe(len(batch))
         try:
-            if len(batch) == 1:
-                outputs = [handler(batch[0].data)]
-            else:
-                outputs = list(handler.call_batch([job.data for job in batch]))
-                if len(outputs) != len(batch):
-                    raise RuntimeError(f"call_batch returned {len(outputs)} outputs for {len(batch)} requests")
+            outputs = self._call(handler, batch)
         except BaseException as exc:
-            self.metrics.batch_current_size.set(0)
             if is_out_of_memory(exc):
                 self.metrics.oom.inc()
-                _empty_cuda_cache()
+                empty_cuda_cache()
                 if allow_split and len(batch) > 1:
                     half = len(batch) // 2
                     log.warning(
                         "CUDA out of memory on a batch of %d; retrying as %d + %d", len(batch), half, len(batch) - half
                     )
-                    self._run(handler, batch[:half], allow_split=False)
-                    self._run(handler, batch[half:], allow_split=False)
+                    self._run(handler, batch[:half], worker=worker, allow_split=False)
+                    self._run(handler, batch[half:], worker=worker, allow_split=False)
                     return
-                exc = NotReady("the GPU ran out of memory for this request; retry, or send a smaller one")
+                exc = NotReady(
+                    "the GPU ran out of memory for this request; retry, or send a smaller one", retry_after=1
+                )
+            elif not isinstance(exc, Exception):
+                # SystemExit, KeyboardInterrupt, GeneratorExit raised by handler code: the request fails, the
+                # worker lives on
+                log.error("the handler raised %r; the worker goes on", exc)
+                exc = HandlerError(f"the handler raised {type(exc).__name__}")
             for job in batch:
                 _fail(job, exc)
-            if not isinstance(exc, Exception):
-                raise
             return
-        elapsed = time.monotonic() - started
+        elapsed = self.clock() - started
         self.metrics.handler_time.observe(elapsed)
-        self.metrics.batch_current_size.set(0)
         self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (elapsed / len(batch))
         for job, output in zip(batch, outputs):
             if not job.future.done():
@@ -295,13 +315,3 @@ class Scheduler:
 def _fail(job: Job, exc: BaseException) -> None:
     if not job.future.done():
         job.future.set_exception(exc)
-
-
-def _empty_cuda_cache() -> None:
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    except Exception:  # pragma: no cover
-        pass

@@ -28,8 +28,8 @@ from typing import Any
 import torch
 
 from .. import protocol
-from ..errors import InvalidRequest
-from ..server.output import Output
+from ..contract import Output
+from ..errors import InvalidRequest, NotAcceptable
 from .latents import (
     Scaling,
     apply_decode_scaling,
@@ -92,6 +92,8 @@ def _output_kind(params: Mapping[str, Any], accept: str | None, model: str) -> s
         raise InvalidRequest(f"unknown output_type {output_type!r}; {_VALID}")
     if accept in (protocol.TEXT_PLAIN, protocol.VIDEO_MP4):
         raise InvalidRequest(f"Accept {accept} is for mp4 from a video VAE; {_VALID}")
+    if accept not in (None, protocol.JSON, *_IMAGE_ACCEPT, *_TENSOR_ACCEPT):
+        raise NotAcceptable(f"an image VAE cannot answer with {accept}; {_VALID}")
     if output_type == "pt":
         if accept in _IMAGE_ACCEPT:
             raise InvalidRequest(f"output_type=pt returns a tensor, not {accept}; {_VALID}")
@@ -126,10 +128,11 @@ def _legacy_tensor(inputs: str, params: Mapping[str, Any]) -> torch.Tensor:
     return protocol.tensor_from_bytes(raw, params["shape"], params["dtype"])
 
 
-def parse_decode(data: Mapping[str, Any], loaded: LoadedVAE, max_pixels: int) -> DecodeJob:
-    """Check a decode request for an image VAE; no tensor touches a device. Raises ``InvalidRequest``."""
-    params: Mapping[str, Any] = data.get("parameters") or {}
-    inputs = data.get("inputs")
+def parse_decode(
+    inputs: Any, params: Mapping[str, Any], accept: str | None, loaded: LoadedVAE, max_pixels: int
+) -> DecodeJob:
+    """Check a decode request for an image VAE (``params`` typed, ``accept`` negotiated); no tensor touches a
+    device. Raises ``InvalidRequest``."""
     if isinstance(inputs, str):
         latents = _legacy_tensor(inputs, params)
         if "do_scaling" not in params:  # JSON v0 clients expect the model's own normalisation
@@ -153,7 +156,7 @@ def parse_decode(data: Mapping[str, Any], loaded: LoadedVAE, max_pixels: int) ->
         height=params.get("height") if packed else None,
         width=params.get("width") if packed else None,
         scaling=resolve_decode_scaling(params, loaded),
-        kind=_output_kind(params, data.get("accept"), loaded.family.name),
+        kind=_output_kind(params, accept, loaded.family.name),
         jpeg_quality=_jpeg_quality(params),
     )
 
@@ -178,8 +181,10 @@ OUTPUT_KINDS: dict[str, Callable[[torch.Tensor, DecodeJob], Any]] = {
     "uint8": lambda x, job: to_uint8(x).cpu(),
     "pil": lambda x, job: _first_image(x),
     # images go back as PIL with their type: the server encodes them in its own thread pool (media.py's
-    # encoders, jpeg_quality from the query), so JPEG/PNG encoding never holds up the GPU worker
-    "jpeg": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_JPEG),
+    # encoders, with the job's jpeg_quality), so JPEG/PNG encoding never holds up the GPU worker
+    "jpeg": lambda x, job: Output(
+        _first_image(x), media_type=protocol.IMAGE_JPEG, encode_options={"quality": job.jpeg_quality}
+    ),
     "png": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_PNG),
     "webp": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_WEBP),
 }

@@ -25,8 +25,8 @@ import torch
 from PIL import Image
 
 from .. import protocol
-from ..errors import InvalidRequest
-from ..server.codecs import open_image
+from ..errors import InvalidRequest, NotAcceptable
+from ..media import open_image
 from .latents import Scaling, apply_encode_scaling, check_pixels, resolve_encode_scaling
 from .loading import LoadedVAE
 
@@ -103,18 +103,17 @@ def _seed(params: Mapping[str, Any]) -> int | None:
     value = params.get("seed")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidRequest(f"seed must be an integer, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**64:
+        raise InvalidRequest(f"seed must be an integer from 0 to 2**64 - 1, got {str(value)[:40]!r}")
     return value
 
 
-def parse_encode(data: Mapping[str, Any], loaded: LoadedVAE, max_pixels: int) -> EncodeJob:
+def parse_encode(
+    inputs: Any, params: Mapping[str, Any], accept: str | None, loaded: LoadedVAE, max_pixels: int
+) -> EncodeJob:
     """Check an encode request (size limit before any conversion); raises ``InvalidRequest``."""
-    params: Mapping[str, Any] = data.get("parameters") or {}
-    accept = data.get("accept")
     if accept not in (None, protocol.ANY, protocol.TENSOR_BINARY, protocol.TENSOR_BASE64, protocol.JSON):
-        raise InvalidRequest(f"encode answers latents as tensor/binary, not {accept}")
-    inputs = data.get("inputs")
+        raise NotAcceptable(f"encode answers latents as tensor/binary, not {accept}")
     multiple = loaded.family.spatial_factor
     if isinstance(inputs, (bytes, bytearray, memoryview)):
         inputs = open_image(bytes(inputs))  # the server's reader: decompression bombs are refused

@@ -21,7 +21,6 @@ from ..errors import InvalidRequest
 from .loading import LoadedVAE
 
 __all__ = [
-    "parse_max_pixels",
     "Scaling",
     "SCALING_RULES",
     "resolve_decode_scaling",
@@ -32,10 +31,7 @@ __all__ = [
     "unpack_latents",
     "image_latent_shape",
     "check_pixels",
-    "DEFAULT_MAX_PIXELS",
 ]
-
-DEFAULT_MAX_PIXELS = 4096 * 4096
 
 
 @dataclass(frozen=True)
@@ -216,21 +212,3 @@ def check_pixels(batch: int, height: int, width: int, max_pixels: int, what: str
             f"{what} of {width}x{height} pixels is over this endpoint's limit of {limit} per image "
             f"({max_pixels} pixels, MAX_PIXELS)"
         )
-
-
-def parse_max_pixels(raw: str | None) -> int:
-    """``MAX_PIXELS``: ``"4096x4096"`` or ``"16777216"`` -> pixels per image (unset: 4096x4096)."""
-    if raw is None or not raw.strip():
-        return DEFAULT_MAX_PIXELS
-    text = raw.strip().lower()
-    try:
-        if "x" in text:
-            w, h = text.split("x", 1)
-            value = int(w) * int(h)
-        else:
-            value = int(text)
-    except ValueError:
-        raise ValueError(f"MAX_PIXELS must be WIDTHxHEIGHT or a pixel count, got {raw!r}") from None
-    if value <= 0:
-        raise ValueError(f"MAX_PIXELS must be positive, got {raw!r}")
-    return value

@@ -79,13 +79,12 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
 
 
-def resolve_dtype(family: Family, device: torch.device, environ: Mapping[str, str] | None = None) -> torch.dtype:
-    """``VAE_DTYPE`` if set; else the family's dtype on CUDA, float32 elsewhere.
+def resolve_dtype(family: Family, device: torch.device, override: str | None = None) -> torch.dtype:
+    """``override`` (``VAE_DTYPE``) if set; else the family's dtype on CUDA, float32 elsewhere.
 
     float32 on a CPU because half-precision convolutions there are many times slower, not faster.
     """
-    env = os.environ if environ is None else environ
-    override = (env.get("VAE_DTYPE") or "").strip().lower()
+    override = (override or "").strip().lower()
     if override:
         if override not in DTYPES or override == "uint8":
             valid = sorted(name for name in DTYPES if name != "uint8")
@@ -116,21 +115,23 @@ def load_vae(
     family: Family | str,
     *,
     device: str | torch.device | None = None,
-    environ: Mapping[str, str] | None = None,
+    dtype: str | None = None,
 ) -> LoadedVAE:
     """Load the family's diffusers VAE class from ``path`` (root or ``vae/``), eval mode, on its device."""
     fam = get_family(family) if isinstance(family, str) else family
     weights_dir = find_weights_dir(path)
     config = json.loads((weights_dir / "config.json").read_text(encoding="utf-8"))
     dev = resolve_device(device)
-    dtype = resolve_dtype(fam, dev, environ)
+    torch_dtype = resolve_dtype(fam, dev, dtype)
     # a repo that ships only the half-precision files needs diffusers told so
     plain = any((weights_dir / name).is_file() for name in WEIGHT_FILES if ".fp16." not in name)
     variant = None if plain else "fp16"
     # low_cpu_mem_usage needs accelerate; without it diffusers would log a warning on every load
     lean = importlib.util.find_spec("accelerate") is not None
     vae_class: Any = fam.vae_class()
-    vae = vae_class.from_pretrained(str(weights_dir), torch_dtype=dtype, variant=variant, low_cpu_mem_usage=lean)
+    vae = vae_class.from_pretrained(str(weights_dir), torch_dtype=torch_dtype, variant=variant, low_cpu_mem_usage=lean)
     vae = vae.to(dev).eval().requires_grad_(False)
     numbers = _effective(config, fam)
-    return LoadedVAE(vae=vae, family=fam, weights_dir=weights_dir, device=dev, dtype=dtype, config=config, **numbers)
+    return LoadedVAE(
+        vae=vae, family=fam, weights_dir=weights_dir, device=dev, dtype=torch_dtype, config=config, **numbers
+    )

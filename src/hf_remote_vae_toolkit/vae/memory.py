@@ -20,9 +20,7 @@ activations plus the decoded tiles and the blended result (about two output imag
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
-__all__ = ["BYTES_PER_PIXEL_PER_ITEM", "budget_from_env", "estimate_decode_bytes", "estimate_tiled_decode_bytes", "GiB"]
+__all__ = ["BYTES_PER_PIXEL_PER_ITEM", "estimate_decode_bytes", "estimate_tiled_decode_bytes", "GiB"]
 
 GiB = 1024**3
 
@@ -47,14 +45,3 @@ def estimate_tiled_decode_bytes(batch: int, height: int, width: int, itemsize: i
     activations = estimate_decode_bytes(batch, tile_h, tile_w, itemsize)
     outputs = _TILED_OUTPUT_COPIES * batch * 3 * height * width * itemsize
     return activations + outputs
-
-
-def budget_from_env(env: Mapping[str, str]) -> int | None:
-    """``GPU_MEMORY_BUDGET_GB`` in bytes, or None (no limit until the server sets one)."""
-    raw = (env.get("GPU_MEMORY_BUDGET_GB") or "").strip()
-    if not raw:
-        return None
-    try:
-        return int(float(raw) * GiB)
-    except ValueError:
-        raise ValueError(f"GPU_MEMORY_BUDGET_GB must be a number of GiB, got {raw!r}") from None

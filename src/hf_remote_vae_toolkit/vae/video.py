@@ -1,8 +1,8 @@
 """The video VAE decode handler (HunyuanVideo, Wan 2.1): 5-D latents in, MP4 or frames out.
 
-Steps, as in every handler here: ``validate`` (shapes, limits, output choice; no GPU work), de-normalise
-the latents (PROTOCOL.md section 2), decode (tiled when the memory estimate is over the budget), turn the
-decoder output into what was asked for (PROTOCOL.md section 3):
+Steps, as in every handler here: ``parse`` (shapes, limits, output choice; no GPU work), de-normalise
+the latents (docs/protocol.md: scaling), decode (tiled when the memory estimate is over the budget), turn
+the decoder output into what was asked for (docs/protocol.md: decode responses):
 
 ========================  ===================  ===============================================================
 output_type               Accept               body
@@ -15,14 +15,13 @@ output_type               Accept               body
 
 ``F = (T - 1) * 4 + 1`` frames of ``8h x 8w`` pixels for latents ``[B, C, T, h, w]``.
 
-Environment: ``MAX_FRAMES`` (default 257), ``MAX_PIXELS`` (per frame, default 4096x4096),
+Knobs (``VaeConfig``): ``MAX_FRAMES`` (default 257), ``MAX_PIXELS`` (per frame, default 4096x4096),
 ``GPU_MEMORY_BUDGET_GB`` (GiB of activations; unset: no limit, never tile unless the GPU runs out).
 """
 
 from __future__ import annotations
 
 import inspect
-import os
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
@@ -30,20 +29,17 @@ from typing import Any, ClassVar
 
 import torch
 
+from ..contract import Output
 from ..errors import InvalidRequest
 from ..protocol import HEADER_TILED, JSON, TENSOR_BASE64, TENSOR_BINARY, TEXT_PLAIN, VIDEO_MP4
-from ..server.output import Output
-from .latents import Scaling, apply_decode_scaling, check_pixels, parse_max_pixels, resolve_decode_scaling
-from .loading import LoadedVAE, load_vae
-from .memory import budget_from_env
+from .base import VaeHandler
+from .config import DEFAULT_MAX_FRAMES, VaeConfig
+from .latents import Scaling, apply_decode_scaling, check_pixels, resolve_decode_scaling
 from .mp4 import DEFAULT_CRF, encode_mp4
-from .parsing import parsed_once
 from .postprocess import to_uint8, to_unit
 from .video_memory import TileSizes, estimate_video_decode_bytes, num_output_frames
 
 __all__ = ["VideoDecodeHandler", "VideoRequest", "OUTPUTS", "VALID_OUTPUTS", "DEFAULT_MAX_FRAMES"]
-
-DEFAULT_MAX_FRAMES = 257
 
 #: Accept values a tensor result can be serialised as (None: the client takes anything).
 _TENSOR_ACCEPTS = frozenset({None, TENSOR_BINARY, TENSOR_BASE64, JSON})
@@ -113,7 +109,7 @@ OUTPUTS: dict[str, tuple[Callable[[torch.Tensor, VideoRequest], Any], Callable[[
 
 def select_output(params: Mapping[str, Any], accept: str | None) -> str:
     """``output_type`` / ``partial_postprocess`` / Accept -> a key of ``OUTPUTS``; 400 naming the valid ones."""
-    output_type = params.get("output_type", "pil")
+    output_type = str(params.get("output_type", "pil")).lower()
     partial = params.get("partial_postprocess", False)
     if not isinstance(partial, bool):
         raise InvalidRequest(f"partial_postprocess must be true or false, got {partial!r}")
@@ -137,40 +133,31 @@ def _number_param(params: Mapping[str, Any], key: str, default: float, low: floa
     return value
 
 
-def _env_int(environ: Mapping[str, str], key: str, default: int) -> int:
-    raw = (environ.get(key) or "").strip()
-    return int(raw) if raw else default
-
-
 # --------------------------------------------------------------------------- the handler
 
 
-class VideoDecodeHandler:
+class VideoDecodeHandler(VaeHandler):
     """``EndpointHandler(path)`` for a video VAE; subclasses set ``family`` (a key of ``FAMILIES``).
 
     Tiling sizes default to diffusers' (256 px tiles, 192 px stride, 16-frame HunyuanVideo chunks); a
     subclass may set the ``tile_*`` attributes (pixels / frames) to tile smaller.
     """
 
-    family: ClassVar[str] = ""
+    video: ClassVar[bool] = True
     tile_sample_min_size: ClassVar[int | None] = None
     tile_sample_stride: ClassVar[int | None] = None
     tile_sample_min_num_frames: ClassVar[int | None] = None
     tile_sample_stride_num_frames: ClassVar[int | None] = None
 
     def __init__(
-        self, path: str = "", *, device: str | torch.device | None = None, environ: Mapping[str, str] | None = None
+        self,
+        path: str = "",
+        *,
+        device: str | torch.device | None = None,
+        config: VaeConfig | None = None,
+        environ: Mapping[str, str] | None = None,
     ) -> None:
-        if not self.family:
-            raise TypeError(f"{type(self).__name__} must set `family` (e.g. 'hunyuanvideo' or 'wan')")
-        env = os.environ if environ is None else environ
-        self.loaded: LoadedVAE = load_vae(path, self.family, device=device, environ=env)
-        if not self.loaded.family.video:
-            raise TypeError(f"{self.family!r} is an image family; VideoDecodeHandler serves video VAEs")
-        self.max_frames = _env_int(env, "MAX_FRAMES", DEFAULT_MAX_FRAMES)
-        self.max_pixels = parse_max_pixels(env.get("MAX_PIXELS"))
-        #: bytes of activations a request may use; the scheduler may replace it after warm-up
-        self.memory_budget_bytes: int | None = budget_from_env(env)
+        super().__init__(path, device=device, config=config, environ=environ)
         self._configure_tiles()
         self._lock = threading.Lock()  # tiling is a model-wide switch: one decode at a time flips it
 
@@ -197,77 +184,64 @@ class VideoDecodeHandler:
         z = torch.zeros(1, self.loaded.latent_channels, 2, 8, 8)
         self._decode(z, Scaling("none"), tiled=False)
 
-    # ----------------------------------------------------------------- scheduler hooks
+    # ----------------------------------------------------------------- the contract's steps
 
-    def parse(self, data: Mapping[str, Any]) -> VideoRequest:
-        """Check a request without touching the GPU; 400/413 with the valid choices or the limit."""
-        params = data.get("parameters") or {}
-        accept = data.get("accept")
+    def parse_job(self, inputs: Any, params: Mapping[str, Any], accept: str | None) -> VideoRequest:
+        """Check a request without touching the GPU; 400 with the valid choices or the limit."""
         output = select_output(params, accept)
-        z = data.get("inputs")
+        z = inputs
+        name = self.loaded.family.name
         channels = self.loaded.latent_channels
         expected = f"[B, {channels}, T, h, w] video latents"
         if not isinstance(z, torch.Tensor):
-            raise InvalidRequest(f"{self.family} decodes {expected}: send them as a tensor/binary body")
+            raise InvalidRequest(f"{name} decodes {expected}: send them as a tensor/binary body")
         if z.ndim != 5:
             raise InvalidRequest(
-                f"{self.family} is a video VAE and decodes {expected}; got a {z.ndim}-D tensor {list(z.shape)}"
+                f"{name} is a video VAE and decodes {expected}; got a {z.ndim}-D tensor {list(z.shape)}"
             )
         if z.shape[1] != channels:
-            raise InvalidRequest(
-                f"{self.family} latents have {channels} channels: expected {expected}, got {list(z.shape)}"
-            )
+            raise InvalidRequest(f"{name} latents have {channels} channels: expected {expected}, got {list(z.shape)}")
         if not z.is_floating_point():
             raise InvalidRequest(f"latents must be float16, bfloat16 or float32, got {z.dtype}")
         frames = num_output_frames(z.shape[2], self.loaded.family.temporal_factor)
-        if frames > self.max_frames:
+        max_frames = self.config.max_frames
+        if frames > max_frames:
             raise InvalidRequest(
                 f"{z.shape[2]} latent frames decode to {frames} frames, over this endpoint's limit of "
-                f"{self.max_frames} (MAX_FRAMES); send at most {(self.max_frames - 1) // 4 + 1} latent frames"
+                f"{max_frames} (MAX_FRAMES); send at most {(max_frames - 1) // 4 + 1} latent frames"
             )
         factor = self.loaded.family.spatial_factor
-        check_pixels(z.shape[0], z.shape[3] * factor, z.shape[4] * factor, self.max_pixels, what="a frame")
+        check_pixels(z.shape[0], z.shape[3] * factor, z.shape[4] * factor, self.config.max_pixels, what="a frame")
         family = self.loaded.family
         fps = _number_param(params, "fps", family.default_fps or 16, 1, 240)
         crf = int(_number_param(params, "crf", DEFAULT_CRF, 0, 51))
         scaling = resolve_decode_scaling(params, self.loaded)
         return VideoRequest(latents=z, output=output, scaling=scaling, fps=fps, crf=crf, accept=accept)
 
-    def validate(self, data: Mapping[str, Any]) -> None:
-        """Every check that needs no GPU (the memory budget is the scheduler's, via ``estimate_memory``)."""
-        parsed_once(data, self.parse)
-
-    def batch_key(self, data: Mapping[str, Any]) -> None:
+    def batch_key(self, job: VideoRequest) -> None:
         """Never batch: one video already fills a GPU, and batching would multiply the memory a request holds."""
         return None
 
-    def call_batch(self, batch: list[Mapping[str, Any]]) -> list[Output]:
-        return [self(data) for data in batch]
-
-    def _itemsize(self) -> int:
-        return self.loaded.dtype.itemsize
-
     def _estimate(self, shape: tuple[int, ...], tiled: bool) -> int:
         tiles = TileSizes.of(self.loaded.vae)
-        return estimate_video_decode_bytes(self.family, shape, self._itemsize(), tiled=tiled, tiles=tiles)
+        return estimate_video_decode_bytes(self.loaded.family.name, shape, self.itemsize, tiled=tiled, tiles=tiles)
 
     def needs_tiling(self, shape: tuple[int, ...]) -> bool:
         """True when the untiled estimate is over ``memory_budget_bytes``."""
         budget = self.memory_budget_bytes
         return budget is not None and self._estimate(shape, tiled=False) > budget
 
-    def estimate_memory(self, data: Mapping[str, Any]) -> int:
+    def estimate_memory(self, job: VideoRequest) -> int:
         """Bytes of GPU activations this request needs as it will run (tiled when over the budget)."""
-        z = data.get("inputs")
-        if not isinstance(z, torch.Tensor) or z.ndim != 5:
-            return 0  # validate() refuses it before anything runs
-        shape = tuple(z.shape)
+        shape = tuple(job.latents.shape)
         return self._estimate(shape, tiled=self.needs_tiling(shape))
 
     # ----------------------------------------------------------------- the request
 
-    def __call__(self, data: Mapping[str, Any]) -> Output:
-        req = parsed_once(data, self.parse)
+    def call_batch(self, jobs: list[VideoRequest]) -> list[Output]:
+        return [self._call_one(req) for req in jobs]
+
+    def _call_one(self, req: VideoRequest) -> Output:
         tiled = self.needs_tiling(tuple(req.latents.shape))
         video, tiled = self._decode(req.latents, req.scaling, tiled=tiled)
         build, finish = OUTPUTS[req.output]
@@ -277,9 +251,9 @@ class VideoDecodeHandler:
         headers = {HEADER_TILED: "1"} if tiled else {}
         if finish is None:
             return Output(value, headers=headers)
-        # x264 takes about a second for 61 frames at 480p (ANCHORS.md): let the worker decode the next
+        # x264 takes about a second for 61 frames at 480p on a server CPU: let the worker decode the next
         # request meanwhile.
-        return Output(value, headers=headers, media_type=req.accept or VIDEO_MP4, finish=lambda item: finish(item, req))
+        return Output(value, headers=headers, media_type=VIDEO_MP4, finish=lambda item: finish(item, req))
 
     def _decode(self, latents: torch.Tensor, scaling: Scaling, *, tiled: bool) -> tuple[torch.Tensor, bool]:
         """Latents ``[B, C, T, h, w]`` -> raw decoder output ``[B, 3, F, H, W]``, model dtype, on its device.
