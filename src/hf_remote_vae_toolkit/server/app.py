@@ -61,7 +61,7 @@ from .metrics import Metrics
 from .scheduler import Scheduler
 from .workers import is_out_of_memory, prepare_workers
 
-__all__ = ["create_app"]
+__all__ = ["create_app", "start_serving"]
 
 log = logging.getLogger("hf_remote_vae_toolkit")
 GiB = 1024**3
@@ -101,30 +101,7 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        try:
-            workers = await run_in_threadpool(prepare_workers, settings, handler)
-        except HandlerLoadError as exc:
-            log.error("The handler failed to load: %s", exc)
-            log.error("To fix: %s", exc.hint)
-            raise
-        scheduler = Scheduler(
-            workers.handlers,
-            metrics,
-            max_queue_size=settings.max_queue_size,
-            request_timeout_s=settings.request_timeout_s,
-            max_batch_size=workers.max_batch_size,
-            max_batch_delay_ms=settings.max_batch_delay_ms,
-            memory_budget=workers.memory_budget,
-            devices=workers.devices,
-        )
-        scheduler.start()
-        app.state.handler = workers.handler
-        app.state.parse_step = has_parse_step(workers.handler)
-        app.state.scheduler = scheduler
-        app.state.ready = True
-        if workers.memory_budget is not None:
-            log.info("GPU memory budget: %.2f GiB per worker", workers.memory_budget / GiB)
-        log.info("Ready: %d worker(s)", len(workers.handlers))
+        scheduler = await run_in_threadpool(start_serving, app, settings, handler)
         try:
             yield
         finally:
@@ -241,6 +218,36 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
     app.state.metrics = metrics
     app.state.ready = False
     return app
+
+
+def start_serving(app: Starlette, settings: Settings, handler: Any = None) -> Scheduler:
+    """Prepare the workers and start the scheduler: what the lifespan does before the port opens. Blocking;
+    callable without a lifespan (an app embedded in another server, ``stock.py``). Returns the scheduler."""
+    try:
+        workers = prepare_workers(settings, handler)
+    except HandlerLoadError as exc:
+        log.error("The handler failed to load: %s", exc)
+        log.error("To fix: %s", exc.hint)
+        raise
+    scheduler = Scheduler(
+        workers.handlers,
+        app.state.metrics,
+        max_queue_size=settings.max_queue_size,
+        request_timeout_s=settings.request_timeout_s,
+        max_batch_size=workers.max_batch_size,
+        max_batch_delay_ms=settings.max_batch_delay_ms,
+        memory_budget=workers.memory_budget,
+        devices=workers.devices,
+    )
+    scheduler.start()
+    app.state.handler = workers.handler
+    app.state.parse_step = has_parse_step(workers.handler)
+    app.state.scheduler = scheduler
+    app.state.ready = True
+    if workers.memory_budget is not None:
+        log.info("GPU memory budget: %.2f GiB per worker", workers.memory_budget / GiB)
+    log.info("Ready: %d worker(s)", len(workers.handlers))
+    return scheduler
 
 
 def _admit(
