@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from .. import stock
 from ..contract import RequestInfo, WorkerInfo, request_parameters
 from ..errors import InvalidRequest
 from .config import VaeConfig
@@ -47,6 +48,12 @@ class VaeHandler:
             raise TypeError(f"{self.loaded.family.name} is {kind} VAE; {type(self).__name__} cannot serve it")
         #: bytes of activations one call may use; ``setup`` replaces it with the server's budget. None: no limit.
         self.memory_budget_bytes: int | None = self.config.memory_budget_bytes
+        self.configure()
+        # on the stock Inference Endpoints container, take over its request parsing (stock.py); nothing elsewhere
+        stock.attach(self)
+
+    def configure(self) -> None:
+        """Set-up a subclass adds once the VAE is loaded (before the handler may be served)."""
 
     @property
     def itemsize(self) -> int:

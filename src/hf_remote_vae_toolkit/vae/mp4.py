@@ -182,7 +182,12 @@ def encode_mp4(
     ``fps`` > 0; ``crf`` in 0..51 (lower is better); ``encoder`` forces an encoder name (it must open);
     ``threads`` defaults to the CPU count (x264 scales to ~16).
     """
-    import av
+    try:
+        import av
+    except ImportError:  # the stock Inference Endpoints image: no PyAV, but the ffmpeg program
+        from .mp4_ffmpeg import encode_mp4_ffmpeg
+
+        return encode_mp4_ffmpeg(frames, fps=fps, crf=crf)
 
     if not fps or fps <= 0:
         raise ValueError(f"fps must be positive, got {fps!r}")

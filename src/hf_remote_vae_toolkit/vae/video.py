@@ -33,7 +33,7 @@ from ..contract import Output
 from ..errors import InvalidRequest
 from ..protocol import HEADER_TILED, JSON, TENSOR_BASE64, TENSOR_BINARY, TEXT_PLAIN, VIDEO_MP4
 from .base import VaeHandler
-from .config import DEFAULT_MAX_FRAMES, VaeConfig
+from .config import DEFAULT_MAX_FRAMES
 from .latents import Scaling, apply_decode_scaling, check_pixels, resolve_decode_scaling
 from .mp4 import DEFAULT_CRF, encode_mp4
 from .postprocess import to_uint8, to_unit
@@ -149,15 +149,7 @@ class VideoDecodeHandler(VaeHandler):
     tile_sample_min_num_frames: ClassVar[int | None] = None
     tile_sample_stride_num_frames: ClassVar[int | None] = None
 
-    def __init__(
-        self,
-        path: str = "",
-        *,
-        device: str | torch.device | None = None,
-        config: VaeConfig | None = None,
-        environ: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(path, device=device, config=config, environ=environ)
+    def configure(self) -> None:
         self._configure_tiles()
         self._lock = threading.Lock()  # tiling is a model-wide switch: one decode at a time flips it
 
