@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         log.error("ray-serve needs Ray Serve: pip install 'hf-remote-vae-toolkit[ray]'")
         return 2
 
-    from .ray_serve import APP_NAME, PROXY_CALLBACK_ENV, PROXY_CALLBACK_PATH, ScaleConfig, build_app
+    from .ray_serve import APP_NAME, CLUSTER_ENV, ScaleConfig, build_app
 
     try:
         config = ScaleConfig.from_args(scale_args(args))
@@ -110,15 +110,13 @@ def run(args: argparse.Namespace) -> int:
     address = args.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
-        if os.environ.get(PROXY_CALLBACK_ENV) != PROXY_CALLBACK_PATH:
-            log.warning(
-                "%s is not %s here; set it on every node of the cluster so Ray's own errors keep the protocol",
-                PROXY_CALLBACK_ENV,
-                PROXY_CALLBACK_PATH,
-            )
+        missing = sorted(k for k, v in CLUSTER_ENV.items() if os.environ.get(k) != v)
+        if missing:
+            log.warning("set %s on every node of the cluster (docs/scale-out.md); not set here", ", ".join(missing))
     else:
-        # The proxy reads this when it starts; the local cluster's processes inherit it from us.
-        os.environ.setdefault(PROXY_CALLBACK_ENV, PROXY_CALLBACK_PATH)
+        # Ray's processes read these when they start; the local cluster's processes inherit them from us.
+        for key, value in CLUSTER_ENV.items():
+            os.environ.setdefault(key, value)
         ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):

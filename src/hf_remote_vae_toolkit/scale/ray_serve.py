@@ -24,6 +24,7 @@ import json
 import logging
 import math
 import os
+import warnings
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +35,7 @@ from ..settings import Settings
 
 __all__ = [
     "APP_NAME",
+    "CLUSTER_ENV",
     "PROXY_CALLBACK_ENV",
     "PROXY_CALLBACK_PATH",
     "HEADER_REPLICA_ID",
@@ -57,6 +59,12 @@ PROXY_CALLBACK_ENV = "RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH"
 PROXY_CALLBACK_PATH = "hf_remote_vae_toolkit.scale.ray_serve:proxy_middlewares"
 #: Service time assumed before a replica has served anything (a 512² SD decode on a GPU is ~0.05 s).
 DEFAULT_SECONDS_PER_REQUEST = 0.05
+#: The environment every Ray node needs (Ray's processes read it when they start): the proxy callback.
+CLUSTER_ENV = {PROXY_CALLBACK_ENV: PROXY_CALLBACK_PATH}
+#: How often replicas push their load to the autoscaler. Ray's default, 10 s, reacts late to a burst. Ray
+#: 2.60 deprecates the field (a DeprecationWarning where the config is validated) in favour of
+#: environment variables that it does not read yet; the field is what takes effect.
+METRICS_INTERVAL_S = 1.0
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -154,7 +162,7 @@ class ScaleConfig:
                 "initial_replicas": max(1, self.min_replicas or 0),
                 "upscale_delay_s": self.upscale_delay_s,
                 "downscale_delay_s": self.downscale_delay_s,
-                "metrics_interval_s": 1.0,
+                "metrics_interval_s": METRICS_INTERVAL_S,
                 "look_back_period_s": 5.0,
                 "policy": {
                     "policy_function": f"{__name__}:QueueBacklogPolicy",
@@ -355,4 +363,6 @@ def build_app(args: Mapping[str, Any] | ScaleConfig | None = None) -> Any:
     """The Serve application (``serve run`` / ``serve deploy`` builder; ``args`` are ``ScaleConfig`` fields)."""
     config = args if isinstance(args, ScaleConfig) else ScaleConfig.from_args(args)
     deployment: Any = VAEReplica  # a serve.Deployment; the decorators hide that from type checkers
-    return deployment.options(**config.deployment_options()).bind(config.replica_settings())
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*metrics_interval_s.*", category=DeprecationWarning)
+        return deployment.options(**config.deployment_options()).bind(config.replica_settings())
