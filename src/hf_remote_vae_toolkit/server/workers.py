@@ -136,7 +136,11 @@ def prepare_workers(settings: Settings, handler: Any = None) -> Workers:
         if callable(getattr(h, "warmup", None)):
             started = time.perf_counter()
             _on_device(device, h.warmup)
-            log.info("Warm-up done in %.1f ms", (time.perf_counter() - started) * 1000)
+            # before the port opens: the lifespan runs this before the server accepts a connection
+            where = "cpu" if device is None else f"cuda:{device}"
+            log.info(
+                "Warm-up on %s done in %.1f ms, before the port opens", where, (time.perf_counter() - started) * 1000
+            )
     budget = _memory_budget(settings, devices)
     batch = _batch_size(settings, devices)
     for h, device in zip(handlers, devices):

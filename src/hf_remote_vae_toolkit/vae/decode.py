@@ -30,6 +30,7 @@ import torch
 from .. import protocol
 from ..contract import Output
 from ..errors import InvalidRequest, NotAcceptable
+from .fastpath import FastPath, Pending, input_format
 from .latents import (
     Scaling,
     apply_decode_scaling,
@@ -41,7 +42,17 @@ from .latents import (
 from .loading import LoadedVAE
 from .postprocess import to_pil_images, to_uint8, to_unit
 
-__all__ = ["DecodeJob", "parse_decode", "run_decode", "OUTPUT_KINDS", "IMAGE_FORMATS"]
+__all__ = [
+    "DecodeJob",
+    "parse_decode",
+    "run_decode",
+    "decode_latents",
+    "prepare_latents",
+    "fastpath_for",
+    "resolve",
+    "OUTPUT_KINDS",
+    "IMAGE_FORMATS",
+]
 
 _FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
 
@@ -161,51 +172,116 @@ def parse_decode(
     )
 
 
-def prepare_latents(job: DecodeJob, loaded: LoadedVAE) -> torch.Tensor:
-    """Latents on the device, unpacked and de-normalised (in float32), then in the model dtype."""
-    z = job.latents.to(loaded.device, non_blocking=True).float()
+def prepare_latents(job: DecodeJob, loaded: LoadedVAE, fast: FastPath | None = None) -> torch.Tensor:
+    """Latents on the device (pinned and ``non_blocking`` on CUDA), unpacked and de-normalised (in float32),
+    then in the model dtype."""
+    fast = fast or fastpath_for(loaded)
+    z = fast.to_device(job.latents).float()
     if job.packed:
         assert job.height is not None and job.width is not None
         z = unpack_latents(z, job.height, job.width)
     return apply_decode_scaling(z, job.scaling).to(loaded.dtype)
 
 
-def _first_image(x: torch.Tensor) -> Any:
-    return to_pil_images(to_uint8(x[:1]))[0]
+def fastpath_for(loaded: LoadedVAE) -> FastPath:
+    """The ``FastPath`` (transfers, device JPEG) of ``loaded``'s device, made on first use."""
+    if loaded.fastpath is None:
+        loaded.fastpath = FastPath(loaded.device)
+    fast: FastPath = loaded.fastpath
+    return fast
 
 
-#: Output kind -> finisher: raw decoder output of one job (device, model dtype) -> handler result.
-OUTPUT_KINDS: dict[str, Callable[[torch.Tensor, DecodeJob], Any]] = {
-    "raw": lambda x, job: x.cpu().contiguous(),
-    "unit": lambda x, job: to_unit(x).cpu().contiguous(),
-    "uint8": lambda x, job: to_uint8(x).cpu(),
-    "pil": lambda x, job: _first_image(x),
+def _pil(images: torch.Tensor) -> Any:
+    return to_pil_images(images[:1])[0]
+
+
+def _image_output(x: torch.Tensor, job: DecodeJob, fast: FastPath) -> Any:
+    """An image kind: uint8 on the device, then JPEG bytes encoded there (when it can), else the first image's
+    pixels copied to the host for the server's encoders (PIL image, with its type)."""
+    images = to_uint8(x[:1])
+    if job.kind == "jpeg":
+        pending = fast.jpeg_on_device(images, job.jpeg_quality)
+        if pending is not None:
+            return Output(fast.result(pending), media_type=protocol.IMAGE_JPEG)
+    host = fast.result(fast.to_host(images, then=_pil))
+    if job.kind == "pil":
+        return Output(host) if isinstance(host, Pending) else host
     # images go back as PIL with their type: the server encodes them in its own thread pool (media.py's
     # encoders, with the job's jpeg_quality), so JPEG/PNG encoding never holds up the GPU worker
-    "jpeg": lambda x, job: Output(
-        _first_image(x), media_type=protocol.IMAGE_JPEG, encode_options={"quality": job.jpeg_quality}
-    ),
-    "png": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_PNG),
-    "webp": lambda x, job: Output(_first_image(x), media_type=protocol.IMAGE_WEBP),
+    options = {"quality": job.jpeg_quality} if job.kind == "jpeg" else {}
+    return Output(host, media_type=_IMAGE_TYPES[job.kind], encode_options=options)
+
+
+_IMAGE_TYPES = {"jpeg": protocol.IMAGE_JPEG, "png": protocol.IMAGE_PNG, "webp": protocol.IMAGE_WEBP}
+
+
+def _tensor_output(x: torch.Tensor, fast: FastPath) -> Any:
+    host = fast.result(fast.to_host(x))
+    return Output(host) if isinstance(host, Pending) else host
+
+
+#: Output kind -> finisher: raw decoder output of one job (device, model dtype) -> handler result. On a device
+#: that defers (CUDA), a result's value is a ``fastpath.Pending`` (a copy or a device JPEG encode in flight),
+#: wrapped in an ``Output`` whose ``finish`` waits for it in the server's thread pool.
+OUTPUT_KINDS: dict[str, Callable[[torch.Tensor, DecodeJob, FastPath], Any]] = {
+    "raw": lambda x, job, fast: _tensor_output(x, fast),
+    "unit": lambda x, job, fast: _tensor_output(to_unit(x), fast),
+    "uint8": lambda x, job, fast: _tensor_output(to_uint8(x), fast),
+    "pil": _image_output,
+    "jpeg": _image_output,
+    "png": _image_output,
+    "webp": _image_output,
 }
 
 
-def run_decode(jobs: list[DecodeJob], loaded: LoadedVAE, *, tiled: bool = False) -> list[Any]:
+def _finish_pending(result: Any) -> Any:
+    """A deferred result gets ``finish``: wait for its device work (in the server's thread pool)."""
+    if isinstance(result, Output) and isinstance(result.value, Pending):
+        result.finish = Pending.wait
+    return result
+
+
+def resolve(result: Any) -> Any:
+    """A result as the stock ``handler(data)`` call returns it: device work waited for, a bare value unless it
+    carries a type or headers."""
+    if not (isinstance(result, Output) and isinstance(result.value, Pending)):
+        return result
+    value = result.value.wait()
+    if result.media_type is None and not result.headers:
+        return value
+    return Output(value, headers=result.headers, media_type=result.media_type, encode_options=result.encode_options)
+
+
+def decode_latents(z: torch.Tensor, loaded: LoadedVAE, *, tiled: bool = False) -> torch.Tensor:
+    """``vae.decode`` (or ``tiled_decode``) of device latents in the layout the weights have."""
+    z = input_format(z, loaded.device) if loaded.tuned else z
+    with torch.inference_mode():
+        return loaded.vae.tiled_decode(z).sample if tiled else loaded.vae.decode(z).sample
+
+
+def run_decode(
+    jobs: list[DecodeJob], loaded: LoadedVAE, *, tiled: bool = False, fast: FastPath | None = None
+) -> list[Any]:
     """Decode jobs of one batch key in one call; one result per job, in order.
 
     With ``tiled`` the decode goes through diffusers' ``tiled_decode`` (less memory, slower, not
-    bit-equal to the untiled result) and every result carries ``X-Tiled: 1``.
+    bit-equal to the untiled result) and every result carries ``X-Tiled: 1``. ``fast``: the worker's
+    transfers (default: ``fastpath_for(loaded)``); when it defers, results wait for their copies in ``finish``.
     """
-    z = torch.cat([prepare_latents(job, loaded) for job in jobs]) if len(jobs) > 1 else prepare_latents(jobs[0], loaded)
-    vae = loaded.vae
+    fast = fast or fastpath_for(loaded)
+    z = (
+        torch.cat([prepare_latents(job, loaded, fast) for job in jobs])
+        if len(jobs) > 1
+        else prepare_latents(jobs[0], loaded, fast)
+    )
+    x = decode_latents(z, loaded, tiled=tiled)
     with torch.inference_mode():
-        x = vae.tiled_decode(z).sample if tiled else vae.decode(z).sample
         results: list[Any] = []
         start = 0
         for job in jobs:
             part = x[start : start + job.shape[0]]
             start += job.shape[0]
-            results.append(OUTPUT_KINDS[job.kind](part, job))
+            results.append(_finish_pending(OUTPUT_KINDS[job.kind](part, job, fast)))
     if tiled:
         results = [_with_header(r, protocol.HEADER_TILED, "1") for r in results]
     return results

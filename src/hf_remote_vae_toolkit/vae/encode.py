@@ -27,6 +27,7 @@ from PIL import Image
 from .. import protocol
 from ..errors import InvalidRequest, NotAcceptable
 from ..media import open_image
+from .fastpath import input_format
 from .latents import Scaling, apply_encode_scaling, check_pixels, resolve_encode_scaling
 from .loading import LoadedVAE
 
@@ -137,8 +138,12 @@ def parse_encode(
 
 def run_encode(jobs: list[EncodeJob], loaded: LoadedVAE) -> list[torch.Tensor]:
     """Encode jobs of one key in one call; latents ``[B, C, h, w]`` on the CPU in the model dtype, per job."""
+    from .decode import fastpath_for
+
     x = torch.cat([job.pixels for job in jobs]) if len(jobs) > 1 else jobs[0].pixels
-    x = x.to(loaded.device, loaded.dtype)
+    # pinned, non_blocking, on the worker's copy stream on CUDA; then the layout the weights have
+    x = fastpath_for(loaded).to_device(x, loaded.dtype)
+    x = input_format(x, loaded.device) if loaded.tuned else x
     with torch.inference_mode():
         dist = loaded.vae.encode(x).latent_dist
         if jobs[0].sample:  # sampled jobs never share a batch

@@ -7,26 +7,104 @@ A custom handler is one line on top of these::
 
 They keep the stock contract (``EndpointHandler(path)``, ``handler(data)``) and add the explicit steps
 the scheduler uses (``VaeHandler``): ``parse``, ``batch_key``, ``estimate_memory``, ``call_batch``,
-``setup``, ``warmup``. Knobs: ``VaeConfig`` (``VAE_DTYPE``, ``MAX_PIXELS``, ``GPU_MEMORY_BUDGET_GB``).
+``setup``, ``warmup``. Knobs: ``VaeConfig`` (``VAE_DTYPE``, ``MAX_PIXELS``, ``GPU_MEMORY_BUDGET_GB``,
+``VAE_COMPILE``, ``WARMUP_SHAPES``).
+
+Warm-up (before the port opens): one call per warmed shape (``WARMUP_SHAPES``, else the family's 512² and
+1024² on CUDA or when compiling, else one small call). With ``VAE_COMPILE`` on, those calls compile the
+decoder (encoder) for exactly those shapes; any other shape runs eagerly (``fastpath.py`` says why).
 """
 
 from __future__ import annotations
 
-from collections.abc import Hashable, Mapping
+import contextlib
+import logging
+import time
+from collections.abc import Hashable, Iterator, Mapping
 from typing import Any
 
 import torch
 
+from ..contract import RequestInfo
 from .base import VaeHandler
-from .decode import DecodeJob, parse_decode, run_decode
+from .config import VaeConfig
+from .decode import DecodeJob, parse_decode, resolve, run_decode
 from .encode import EncodeJob, parse_encode, run_encode
+from .fastpath import use_compile
+from .loading import compile_vae
 from .memory import estimate_decode_bytes, estimate_tiled_decode_bytes
 
-__all__ = ["ImageDecodeHandler", "ImageEncodeHandler"]
+__all__ = ["ImageDecodeHandler", "ImageEncodeHandler", "default_warmup_shapes"]
+
+log = logging.getLogger("hf_remote_vae_toolkit")
+
+#: Output sizes warmed by default on CUDA (or when compiling): 512² and 1024², one image.
+DEFAULT_WARM_PIXELS = (512, 1024)
 
 
-class ImageDecodeHandler(VaeHandler):
+def default_warmup_shapes(channels: int, factor: int, full: bool, *, latent: bool = True) -> list[tuple[int, ...]]:
+    """Latent (``latent``) or image shapes warmed when ``WARMUP_SHAPES`` is unset: 512² and 1024² when ``full``
+    (CUDA, or compiling), else one small call (64² pixels)."""
+    sizes = DEFAULT_WARM_PIXELS if full else (8 * factor,)
+    if latent:
+        return [(1, channels, s // factor, s // factor) for s in sizes]
+    return [(1, 3, s, s) for s in sizes]
+
+
+class _Warming:
+    """What warm-up shares: the shapes, compiling them, the per-shape log."""
+
+    config: VaeConfig
+    loaded: Any
+
+    def _compiling(self, part: str) -> bool:
+        return part in self.loaded.compiled
+
+    def _shapes(self, latent: bool) -> list[tuple[int, ...]]:
+        configured = self.config.warmup_shapes
+        c = self.loaded.latent_channels if latent else 3
+        f = self.loaded.family.spatial_factor
+        if configured is None:
+            full = self.loaded.device.type == "cuda" or bool(self.loaded.compiled)
+            return default_warmup_shapes(c, f, full, latent=latent)
+        for shape in configured:
+            what = f"latents [B, {c}, h, w]" if latent else f"images [B, 3, H, W] (H and W multiples of {f})"
+            if len(shape) != 4 or shape[1] != c or (not latent and (shape[2] % f or shape[3] % f)):
+                raise ValueError(
+                    f"WARMUP_SHAPES: {'x'.join(map(str, shape))} is not a shape {type(self).__name__} for "
+                    f"{self.loaded.family.name} serves: expected {what}"
+                )
+        return list(configured)
+
+    @contextlib.contextmanager
+    def _admitting(self, part: str) -> Iterator[None]:
+        compiled = self.loaded.compiled.get(part)
+        with compiled.admitting() if compiled is not None else contextlib.nullcontext():
+            yield
+
+    def _warm(self, part: str, shapes: list[tuple[int, ...]], call: Any) -> None:
+        """``call(shape)`` once per shape (compiling it when ``part`` is compiled), each logged with its time."""
+        self.warmup_times: list[dict[str, Any]] = []
+        mode = "compiled" if self._compiling(part) else "eager"
+        for shape in shapes:
+            started = time.perf_counter()
+            with self._admitting(part):
+                call(shape)
+            if self.loaded.device.type == "cuda":
+                torch.cuda.synchronize(self.loaded.device)
+            ms = (time.perf_counter() - started) * 1000
+            self.warmup_times.append({"shape": shape, "ms": round(ms, 1), "mode": mode})
+            log.info("Warm-up %s %s on %s: %.0f ms (%s)", part, "x".join(map(str, shape)), self.loaded.device, ms, mode)
+
+
+class ImageDecodeHandler(_Warming, VaeHandler):
     """Latents -> images for an image VAE (docs/protocol.md: decode)."""
+
+    def __init__(self, path: str = "", **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        if use_compile(self.config.compile, self.loaded.device):
+            compile_vae(self.loaded, ("decoder",))
+        self.warmup_shapes = self._shapes(latent=True)  # a bad WARMUP_SHAPES fails here, at start-up
 
     def parse_job(self, inputs: Any, params: Mapping[str, Any], accept: str | None) -> DecodeJob:
         return parse_decode(inputs, params, accept, self.loaded, self.config.max_pixels)
@@ -56,16 +134,33 @@ class ImageDecodeHandler(VaeHandler):
         return int(tile[0] if isinstance(tile, (list, tuple)) else tile)
 
     def call_batch(self, jobs: list[DecodeJob]) -> list[Any]:
-        """One ``vae.decode`` over the requests' stacked latents; results in request order."""
+        """One ``vae.decode`` over the requests' stacked latents; results in request order (on CUDA, each
+        result's copy to the host is still in flight: its ``Output.finish`` waits for it)."""
         return run_decode(jobs, self.loaded, tiled=self._tiled(jobs))
 
+    def __call__(self, data: dict[str, Any]) -> Any:
+        """The stock contract: one request, its result finished (device work waited for)."""
+        return resolve(super().__call__(data))
+
     def warmup(self) -> None:
-        c = self.loaded.latent_channels
-        self({"inputs": torch.zeros(1, c, 8, 8), "parameters": {"output_type": "pt", "partial_postprocess": True}})
+        """One decode per warmed latent shape (uint8 output: postprocess and copy included)."""
+        query = {"output_type": "pt", "partial_postprocess": True}
+
+        def call(shape: tuple[int, ...]) -> None:
+            job = self.parse({"inputs": torch.zeros(shape)}, RequestInfo(query=query))
+            resolve(self.call_batch([job])[0])
+
+        self._warm("decoder", self.warmup_shapes, call)
 
 
-class ImageEncodeHandler(VaeHandler):
+class ImageEncodeHandler(_Warming, VaeHandler):
     """Images -> latents for an image VAE (docs/protocol.md: encode)."""
+
+    def __init__(self, path: str = "", **kwargs: Any) -> None:
+        super().__init__(path, **kwargs)
+        if use_compile(self.config.compile, self.loaded.device):
+            compile_vae(self.loaded, ("encoder",))
+        self.warmup_shapes = self._shapes(latent=False)
 
     def parse_job(self, inputs: Any, params: Mapping[str, Any], accept: str | None) -> EncodeJob:
         return parse_encode(inputs, params, accept, self.loaded, self.config.max_pixels)
@@ -82,4 +177,9 @@ class ImageEncodeHandler(VaeHandler):
         return run_encode(jobs, self.loaded)
 
     def warmup(self) -> None:
-        self({"inputs": torch.zeros(1, 3, 64, 64)})
+        """One encode per warmed image shape."""
+
+        def call(shape: tuple[int, ...]) -> None:
+            self.call_batch([self.parse({"inputs": torch.zeros(shape)}, RequestInfo())])
+
+        self._warm("encoder", self.warmup_shapes, call)

@@ -6,6 +6,9 @@ load through diffusers' ``from_pretrained``, the path real weights take.
 
 Which numbers: the family's defaults (PROTOCOL.md section 7), overridden by the weights' own
 ``config.json`` (a fine-tune may change ``scaling_factor``), the dtype overridden by ``VAE_DTYPE``.
+
+How it runs (``fastpath.py``): on CUDA, cuDNN autotuning and channels-last weights (``channels_last_3d`` for a
+video VAE's 5-D weights) for every family; ``compile_vae`` adds ``torch.compile`` per warmed shape (``VAE_COMPILE``).
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ import importlib.util
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +25,17 @@ import torch
 
 from ..protocol import DTYPES
 from .families import Family, get_family
+from .fastpath import ShapeCompiled, compile_module, tune_module
 
-__all__ = ["LoadedVAE", "find_weights_dir", "resolve_device", "resolve_dtype", "load_vae", "WEIGHT_FILES"]
+__all__ = [
+    "LoadedVAE",
+    "find_weights_dir",
+    "resolve_device",
+    "resolve_dtype",
+    "load_vae",
+    "compile_vae",
+    "WEIGHT_FILES",
+]
 
 #: File names diffusers writes for a model's weights (safetensors first: it loads without pickle).
 WEIGHT_FILES = (
@@ -53,6 +65,12 @@ class LoadedVAE:
     latents_mean: list[float] | None
     latents_std: list[float] | None
     config: dict[str, Any]
+    #: ``"decoder"``/``"encoder"`` -> its compiled forward (``compile_vae``); empty: eager
+    compiled: dict[str, ShapeCompiled] = field(default_factory=dict)
+    #: whether the weights were laid out channels-last with cuDNN autotuning (CUDA)
+    tuned: bool = False
+    #: the device's transfers and encoders (``fastpath.FastPath``), made on first use
+    fastpath: Any = None
 
 
 def _has_weights(directory: Path) -> bool:
@@ -131,7 +149,27 @@ def load_vae(
     vae_class: Any = fam.vae_class()
     vae = vae_class.from_pretrained(str(weights_dir), torch_dtype=torch_dtype, variant=variant, low_cpu_mem_usage=lean)
     vae = vae.to(dev).eval().requires_grad_(False)
+    tuned = tune_module(vae, dev)
     numbers = _effective(config, fam)
     return LoadedVAE(
-        vae=vae, family=fam, weights_dir=weights_dir, device=dev, dtype=torch_dtype, config=config, **numbers
+        vae=vae,
+        family=fam,
+        weights_dir=weights_dir,
+        device=dev,
+        dtype=torch_dtype,
+        config=config,
+        tuned=tuned,
+        **numbers,
     )
+
+
+def compile_vae(loaded: LoadedVAE, parts: tuple[str, ...] = ("decoder",), compiler: Any = None) -> LoadedVAE:
+    """Compile ``loaded.vae``'s ``parts`` (``decoder``, ``encoder``) per warmed shape (``fastpath.ShapeCompiled``);
+    nothing is compiled until a shape is warmed. Returns ``loaded``."""
+    for part in parts:
+        module = getattr(loaded.vae, part, None)
+        if part not in loaded.compiled and isinstance(module, torch.nn.Module):
+            compiled = compile_module(module, compiler)
+            if compiled is not None:
+                loaded.compiled[part] = compiled
+    return loaded
