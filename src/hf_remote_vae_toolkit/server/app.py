@@ -18,6 +18,22 @@ What a stock handler raises, and a stock result the serialiser refuses, is a 400
 message, as on the stock toolkit. A handler with a parse step reports bad input by raising in ``parse``
 (a ``ServiceError`` keeps its status; any other exception there is a 400); an unexpected exception in its
 ``call_batch`` is a 500 whose message hides the internals (the traceback is logged).
+
+Reliability (what the stress suite, ``benchmarks/stress``, holds the server to):
+
+- malformed input is a 4xx JSON error decided before any model work: a request head with more than
+  ``MAX_HEADERS`` headers or ``MAX_HEADER_BYTES`` bytes is a 431; a query value this server cannot read (an
+  integer past Python's 4,300-digit limit) a 400; whatever ``decode_request`` or a handler's ``parse`` raises
+  is a 400 (a ``ServiceError`` keeps its status);
+- a body is read within limits: ``BODY_TIMEOUT_S`` without a byte, or an average under ``BODY_MIN_RATE``
+  bytes/s once ``BODY_TIMEOUT_S`` have passed, is a 408 and the connection is closed (a 1 byte/s upload is
+  cut off after 10 s); the body is read before the request is queued, so a slow client never holds a worker;
+- a ``BaseException`` from handler code (``SystemExit``, ``KeyboardInterrupt``) is a JSON 500 and the
+  server goes on; ``/health`` answers 503 while the scheduler reports a worker dead or stuck
+  (``Scheduler.health``) and while draining;
+- on shutdown (SIGTERM) ``drain`` runs first (``server/http.py: GracefulServer``): new requests get a 503
+  with ``Retry-After``, queued ones a 503 (the client retries them), running ones finish within
+  ``SHUTDOWN_GRACE_S``.
 """
 
 from __future__ import annotations
@@ -40,11 +56,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import protocol
-from ..contract import RequestInfo, has_parse_step
+from ..contract import Output, RequestInfo, StreamedBody, has_parse_step
 from ..errors import (
     HandlerError,
     InvalidRequest,
@@ -61,10 +77,18 @@ from .metrics import Metrics
 from .scheduler import Scheduler
 from .workers import is_out_of_memory, prepare_workers
 
-__all__ = ["create_app", "start_serving"]
+__all__ = ["create_app", "start_serving", "BODY_TIMEOUT_S", "BODY_MIN_RATE", "MAX_HEADERS", "MAX_HEADER_BYTES"]
 
 log = logging.getLogger("hf_remote_vae_toolkit")
 GiB = 1024**3
+
+#: Body read limits: no byte for this long, or (after it) an average rate under ``BODY_MIN_RATE``: 408.
+BODY_TIMEOUT_S = 10.0
+#: Bytes per second a body must average once ``BODY_TIMEOUT_S`` have passed (1 KiB/s).
+BODY_MIN_RATE = 1024.0
+#: Request head limits (431): header count and total bytes of names and values.
+MAX_HEADERS = 100
+MAX_HEADER_BYTES = 64 * 1024
 
 #: Accept values the stock toolkit echoes verbatim as the response's Content-Type.
 _STOCK_ECHOED_ACCEPT = frozenset(
@@ -109,9 +133,28 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
             await run_in_threadpool(scheduler.stop, settings.shutdown_grace_s)
 
     async def health(request: Request) -> Response:
-        if not getattr(request.app.state, "ready", False):
+        state = request.app.state
+        if getattr(state, "draining", False):
+            return _json_response({"error": "shutting down"}, 503, {"Retry-After": "1"})
+        if not getattr(state, "ready", False):
             return _json_response({"error": "not ready"}, 503)
+        problem = state.scheduler.health()
+        if problem is not None:
+            return _json_response({"error": f"unhealthy: {problem}"}, 503)
         return PlainTextResponse("Ok")
+
+    async def drain() -> None:
+        """Shutdown, step one (SIGTERM): refuse new requests (503), fail queued ones (503), let running ones
+        finish and their answers go out, for up to ``SHUTDOWN_GRACE_S``."""
+        app.state.draining = True
+        scheduler: Scheduler | None = getattr(app.state, "scheduler", None)
+        if scheduler is None:
+            return
+        log.info("Shutting down: draining (up to %g s for running requests)", settings.shutdown_grace_s)
+        await run_in_threadpool(scheduler.stop, settings.shutdown_grace_s)
+        deadline = time.monotonic() + settings.shutdown_grace_s
+        while app.state.active > 0 and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
 
     async def metrics_route(request: Request) -> Response:
         return Response(metrics.render(), media_type="text/plain; version=0.0.4; charset=utf-8")
@@ -120,6 +163,7 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
         started = time.perf_counter()
         request_id = request.headers.get(protocol.HEADER_REQUEST_ID) or uuid.uuid4().hex[:16]
         metrics.in_flight.inc()
+        request.app.state.active += 1
         try:
             response = await _predict(request, request_id)
         except _ClientGone:
@@ -133,7 +177,11 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
             )
         finally:
             metrics.in_flight.dec()
+            request.app.state.active -= 1
         response.headers[protocol.HEADER_REQUEST_ID] = request_id
+        if response.status_code >= 400 and _body_unread(request):
+            # answered before its body was read: close, so no unread body bytes reach the next request
+            response.headers["Connection"] = "close"
         elapsed = time.perf_counter() - started
         metrics.requests.labels(request.method, str(response.status_code)).inc()
         metrics.latency.labels(request.url.path).observe(elapsed)
@@ -148,24 +196,29 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
         return response
 
     async def _predict(request: Request, request_id: str) -> Response:
+        if getattr(request.app.state, "draining", False):
+            raise NotReady("the server is shutting down; retry on another replica", retry_after=1)
         if not getattr(request.app.state, "ready", False):
             raise NotReady("the model is not loaded yet; retry shortly", retry_after=1)
+        _check_head(request)
         _check_auth(request, settings)
         raw_accept = request.headers.get("accept")
         accept = codecs.negotiate(raw_accept)
-        body = await _read_body(request, settings.max_request_bytes)
-        metrics.bytes_in.inc(len(body))
         items = request.query_params.multi_items()
+        query = _typed_query(items)
+        body = await _read_body(request, settings.max_request_bytes)
+        request.state.body_read = True
+        metrics.bytes_in.inc(len(body))
         info = RequestInfo(
             accept=accept,
-            query=protocol.parse_query(items),
+            query=query,
             headers=dict(request.headers),
             request_id=request_id,
         )
         scheduler: Scheduler = request.app.state.scheduler
         parse_step: bool = request.app.state.parse_step
         admitted = await run_in_threadpool(
-            _admit, scheduler.handler, parse_step, request.headers.get("content-type"), body, items, info
+            _guarded, _admit, scheduler.handler, parse_step, request.headers.get("content-type"), body, items, info
         )
         del body
         job = scheduler.submit(admitted.payload, key=admitted.key, estimate=admitted.estimate)
@@ -175,9 +228,13 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
             raise
         except Exception as exc:
             raise _handler_failure(exc, parse_step, request_id) from exc
+        if isinstance(result, Output) and result.stream is not None:
+            if result.headers.get(protocol.HEADER_TILED) == "1":
+                metrics.tiled.inc()
+            return _StreamedResponse(result.stream, result.headers, request_id, metrics)
         try:
             payload, content_type, headers = await run_in_threadpool(
-                codecs.encode_response, result, accept, stock=not parse_step
+                _guarded, codecs.encode_response, result, accept, stock=not parse_step
             )
         except ServiceError:
             raise
@@ -217,6 +274,9 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.ready = False
+    app.state.draining = False
+    app.state.active = 0
+    app.state.drain = drain
     return app
 
 
@@ -261,7 +321,12 @@ def _admit(
     """Body -> the stock data dict -> (handlers with a parse step) the parsed job, its batch key and memory
     estimate. Runs in a thread: image decoding and parsing are CPU work, and handler code never runs on the
     event loop."""
-    decoded = codecs.decode_request(content_type, body, items, dict(info.query))
+    try:
+        decoded = codecs.decode_request(content_type, body, items, dict(info.query), lazy_images=parse_step)
+    except ServiceError:
+        raise
+    except Exception as exc:  # RecursionError, ValueError, ...: the body is the client's to fix
+        raise InvalidRequest(f"the request body could not be read: {_describe(exc)}") from exc
     if not parse_step:
         return _Admitted(decoded.data, None, 0)
     info = RequestInfo(
@@ -278,10 +343,52 @@ def _admit(
         estimate = int(handler.estimate_memory(job)) if callable(getattr(handler, "estimate_memory", None)) else 0
     except ServiceError:
         raise
-    except (ValueError, TypeError, KeyError) as exc:
-        # what parse raises about the request is the client's to fix
-        raise InvalidRequest(str(exc) or type(exc).__name__) from exc
+    except MemoryError as exc:
+        raise PayloadTooLarge("this request needs more memory than the server has; send a smaller one") from exc
+    except Exception as exc:
+        # what parse raises about the request is the client's to fix (the documented rule: any exception there
+        # is a 400); the traceback goes to the log at debug level
+        log.debug("parse raised", exc_info=True)
+        raise InvalidRequest(_describe(exc)) from exc
     return _Admitted(job, key, estimate)
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    if isinstance(exc, RecursionError):
+        text = "the request is nested too deeply"
+    return text if len(text) <= 500 else text[:500] + "..."
+
+
+def _guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """Run handler-facing code in a pool thread; a ``BaseException`` it raises (``SystemExit``,
+    ``KeyboardInterrupt``) becomes a 500 instead of unwinding the event loop."""
+    try:
+        return fn(*args, **kwargs)
+    except Exception:
+        raise
+    except BaseException as exc:
+        log.error("handler code raised %r; the request fails, the server goes on", exc)
+        raise HandlerError(f"the handler raised {type(exc).__name__}") from None
+
+
+def _typed_query(items: list[tuple[str, str]]) -> dict[str, Any]:
+    """The query read the protocol's way; a value it cannot read (an integer past Python's digit limit) is a 400."""
+    try:
+        return protocol.parse_query(items)
+    except (ValueError, RecursionError) as exc:
+        raise InvalidRequest(f"a query parameter could not be read: {_describe(exc)}") from None
+
+
+def _check_head(request: Request) -> None:
+    raw = request.scope.get("headers") or []
+    size = sum(len(k) + len(v) for k, v in raw)
+    if len(raw) > MAX_HEADERS or size > MAX_HEADER_BYTES:
+        raise ServiceError(
+            f"the request has {len(raw)} headers of {size} bytes; the limits are {MAX_HEADERS} headers and "
+            f"{MAX_HEADER_BYTES} bytes",
+            status_code=431,
+        )
 
 
 def _handler_failure(exc: Exception, parse_step: bool, request_id: str) -> ServiceError:
@@ -302,12 +409,25 @@ def _json_response(content: Any, status_code: int, headers: dict[str, str] | Non
 
 async def _read_body(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > limit:
+    if declared and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
         raise PayloadTooLarge(f"body is {int(declared)} bytes; the limit is {limit} bytes (MAX_REQUEST_BYTES)")
     chunks: list[bytes] = []
     size = 0
+    started = time.monotonic()
+    stream = request.stream().__aiter__()
     try:
-        async for chunk in request.stream():
+        while True:
+            elapsed = time.monotonic() - started
+            # the next chunk must come within BODY_TIMEOUT_S, and after that the average must hold BODY_MIN_RATE
+            wait = BODY_TIMEOUT_S if elapsed < BODY_TIMEOUT_S else (size / BODY_MIN_RATE) - elapsed
+            if wait <= 0:
+                raise _body_too_slow(size, elapsed)
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), timeout=wait)
+            except StopAsyncIteration:
+                break
+            except asyncio.TimeoutError:
+                raise _body_too_slow(size, time.monotonic() - started) from None
             size += len(chunk)
             if size > limit:
                 raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes (MAX_REQUEST_BYTES)")
@@ -315,6 +435,24 @@ async def _read_body(request: Request, limit: int) -> bytes:
     except ClientDisconnect:
         raise _ClientGone() from None
     return b"".join(chunks)
+
+
+def _body_unread(request: Request) -> bool:
+    """True when the request declared a body that the app has not read to its end."""
+    if getattr(request.state, "body_read", False):
+        return False
+    headers = request.headers
+    length = headers.get("content-length", "").strip()
+    return "transfer-encoding" in headers or (bool(length) and length != "0")
+
+
+def _body_too_slow(size: int, elapsed: float) -> ServiceError:
+    # the body is unread, so predict closes the connection after this answer
+    return ServiceError(
+        f"the request body arrived too slowly ({size} bytes in {elapsed:.1f} s): a body must send a byte at "
+        f"least every {BODY_TIMEOUT_S:g} s and average {BODY_MIN_RATE:g} bytes/s after that",
+        status_code=408,
+    )
 
 
 async def _wait_disconnect(request: Request) -> None:
@@ -344,6 +482,70 @@ async def _wait(request: Request, scheduler: Scheduler, job: Any, timeout: float
     raise RequestTimeout(f"the request took longer than REQUEST_TIMEOUT_S ({timeout:g} s)")
 
 
+def _next_chunk(chunks: Any) -> bytes | None:
+    return next(chunks, None)
+
+
+class _StreamedResponse(StreamingResponse):
+    """A body produced while it is sent (``Output.stream``), with chunked transfer encoding.
+
+    A client that leaves closes the stream, which stops its producer (the decode) at its next chunk. A
+    stream that fails after the status went out cannot change it: the connection is ended without the closing
+    chunk, so the client sees a truncated body, and the log names the request id.
+    """
+
+    def __init__(self, stream: StreamedBody, headers: dict[str, str], request_id: str, metrics: Metrics) -> None:
+        super().__init__(iter(()), headers=headers, media_type=stream.media_type)
+        self.stream = stream
+        self.request_id = request_id
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        stream = self.stream
+        chunks = iter(stream)
+        sent = 0
+        gone = asyncio.ensure_future(_receive_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            while True:
+                step = asyncio.ensure_future(run_in_threadpool(_next_chunk, chunks))
+                await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    stream.close()  # unblocks the pending read; the producer stops at its next chunk
+                    await asyncio.wait({step})
+                    log.info(
+                        "request %s: the client left mid-stream after %d bytes; stream stopped", self.request_id, sent
+                    )
+                    return
+                try:
+                    chunk = step.result()
+                except Exception:
+                    log.error(
+                        "request %s: the stream failed after %d bytes; the connection is closed without the "
+                        "end of the body:\n%s",
+                        self.request_id,
+                        sent,
+                        traceback.format_exc(),
+                    )
+                    return
+                if chunk is None:
+                    break
+                await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+                sent += len(chunk)
+                self.metrics.bytes_out.inc(len(chunk))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            stream.close()
+
+
+async def _receive_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
+
+
 def _check_auth(request: Request, settings: Settings) -> None:
     if not settings.api_token:
         return
@@ -363,4 +565,7 @@ def _error_response(exc: ServiceError) -> Response:
 
 
 async def _http_exception(request: Request, exc: HTTPException) -> Response:
-    return _json_response(protocol.error_body(str(exc.detail)), exc.status_code, dict(exc.headers or {}))
+    headers = dict(exc.headers or {})
+    if _body_unread(request):
+        headers["Connection"] = "close"  # 404/405 answered without reading the body: see predict
+    return _json_response(protocol.error_body(str(exc.detail)), exc.status_code, headers)

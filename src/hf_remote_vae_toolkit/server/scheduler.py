@@ -15,6 +15,13 @@ threads can complete them without touching the event loop. Lifecycle of a job::
     queued --worker picks--> running --> done (result or error)
        |  \\--deadline passed at pick--> RequestTimeout (dropped, never runs)
        \\--client left / timed out--> removed from the queue (never runs)
+
+Workers cannot die of a request: whatever a handler raises (``SystemExit`` and ``KeyboardInterrupt``
+included) fails that batch's requests and the worker goes on; a worker thread that ended anyway is
+replaced by ``health()``. ``health()`` (``/health``) reports a problem while a batch has run longer than
+``REQUEST_TIMEOUT_S`` (its requests were answered 504 and the worker cannot be interrupted: a stuck
+worker, which the platform should restart) or no worker thread is alive. On a CPU, where there is no GPU
+budget, a request whose memory estimate is larger than the host's memory is refused (413).
 """
 
 from __future__ import annotations
@@ -92,6 +99,9 @@ class Scheduler:
         self._busy = 0
         self._arrivals_while_busy = 0
         self._running_sizes: dict[int, int] = {}  # worker index -> size of the batch it runs now
+        self._batch_started: dict[int, float] = {}  # worker index -> when its current batch started
+        #: on a CPU (no GPU budget): the host's memory, the bound on one request's estimate
+        self.host_memory = host_memory_bytes() if memory_budget is None else None
         self._seconds_per_job = 0.05  # drain-rate estimate (EWMA), for Retry-After
 
     # ------------------------------------------------------------------ event-loop side
@@ -115,6 +125,12 @@ class Scheduler:
             raise PayloadTooLarge(
                 f"this request needs an estimated {estimate / GiB:.2f} GiB of GPU memory and the budget is "
                 f"{self.memory_budget / GiB:.2f} GiB (GPU_MEMORY_BUDGET_GB); send a smaller batch or size"
+            )
+        if self.host_memory is not None and estimate > self.host_memory:
+            self.metrics.rejected.labels("memory").inc()
+            raise PayloadTooLarge(
+                f"this request needs an estimated {estimate / GiB:.2f} GiB of memory and this machine has "
+                f"{self.host_memory / GiB:.2f} GiB; send a smaller batch or size"
             )
         now = self.clock()
         job = Job(payload=payload, key=key, estimate=estimate, deadline=now + self.request_timeout_s, enqueued_at=now)
@@ -158,11 +174,35 @@ class Scheduler:
 
     def start(self) -> None:
         for index, handler in enumerate(self.handlers):
-            thread = threading.Thread(
-                target=self._worker, args=(index, handler), name=f"vae-worker-{index}", daemon=True
+            self._threads.append(self._spawn(index, handler))
+
+    def _spawn(self, index: int, handler: Any) -> threading.Thread:
+        thread = threading.Thread(target=self._worker, args=(index, handler), name=f"vae-worker-{index}", daemon=True)
+        thread.start()
+        return thread
+
+    def health(self) -> str | None:
+        """``None`` when the workers can serve, else what is wrong (``/health`` answers 503 with it).
+
+        A worker thread that ended (it cannot, short of a bug) is replaced here. A batch running past
+        ``REQUEST_TIMEOUT_S`` is reported as a stuck worker until it returns."""
+        with self._cond:
+            if self._stopping:
+                return "shutting down"
+            for index, thread in enumerate(self._threads):
+                if not thread.is_alive():
+                    log.error("worker %d had stopped; starting a new one", index)
+                    self._running_sizes.pop(index, None)
+                    self._batch_started.pop(index, None)
+                    self._threads[index] = self._spawn(index, self.handlers[index])
+            now = time.monotonic()
+            stuck = [i for i, t in self._batch_started.items() if now - t > self.request_timeout_s]
+        if stuck:
+            return (
+                f"worker {stuck[0]} has been running one batch for more than REQUEST_TIMEOUT_S "
+                f"({self.request_timeout_s:g} s)"
             )
-            thread.start()
-            self._threads.append(thread)
+        return None
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish running work, fail what is still queued with 503, join the workers."""
@@ -238,7 +278,12 @@ class Scheduler:
 
             torch.cuda.set_device(device)
         while True:
-            batch = self.take_batch()
+            try:
+                batch = self.take_batch()
+            except BaseException:  # pragma: no cover - a bug in the scheduler itself; keep serving
+                log.exception("worker %d: taking a batch failed", index)
+                time.sleep(0.1)
+                continue
             if batch is None:
                 return
             self.run_batch(handler, batch, worker=index)
@@ -246,6 +291,7 @@ class Scheduler:
     def run_batch(self, handler: Any, batch: list[Job], *, worker: int = 0) -> None:
         """Run one batch to completion: every job's future ends with a result or an error. Never raises,
         whatever the handler raises (``SystemExit`` included), so a worker cannot die of a request."""
+        self._batch_started[worker] = time.monotonic()
         try:
             self._run(handler, batch, worker=worker, allow_split=True)
         except BaseException as exc:  # pragma: no cover - _run already fails every job; belt and braces
@@ -256,6 +302,7 @@ class Scheduler:
             with self._cond:
                 self._busy -= 1
                 self._set_running(worker, 0)
+                self._batch_started.pop(worker, None)
 
     def _set_running(self, worker: int, size: int) -> None:
         self._running_sizes[worker] = size
@@ -310,6 +357,46 @@ class Scheduler:
         for job, output in zip(batch, outputs):
             if not job.future.done():
                 job.future.set_result(output)
+        self._produce_streams(batch, outputs)
+
+    @staticmethod
+    def _produce_streams(batch: list[Job], outputs: list[Any]) -> None:
+        """Streamed results (``Output.stream``): their device work runs here, on this worker, after the
+        response has started, so the worker counts busy until the last chunk is produced."""
+        for job, output in zip(batch, outputs):
+            stream = getattr(output, "stream", None)
+            if stream is None:
+                continue
+            future = job.future
+            if future.cancelled() or future.exception() is not None or future.result() is not output:
+                stream.close()  # nobody will read it (the client left or timed out): stop at the first chunk
+            try:
+                stream.produce()
+            except Exception:  # produce reports its own failures to the reader; belt and braces
+                log.exception("a streamed result failed outside its own error handling")
+                stream.close()
+
+
+def host_memory_bytes() -> int | None:
+    """This machine's memory (the cgroup's limit when lower), or None when it cannot be read."""
+    total: int | None = None
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemTotal:"):
+                    total = int(line.split()[1]) * 1024
+                    break
+    except (OSError, ValueError):
+        return None
+    for path in ("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory/memory.limit_in_bytes"):
+        try:
+            with open(path, encoding="ascii") as f:
+                raw = f.read().strip()
+        except OSError:
+            continue
+        if raw.isdigit() and total is not None:
+            total = min(total, int(raw))
+    return total
 
 
 def _fail(job: Job, exc: BaseException) -> None:
