@@ -34,16 +34,17 @@ def running_server(
     *,
     handler: Any = None,
     startup_timeout: float = 120.0,
+    http: str = "auto",
     **overrides: Any,
 ) -> Iterator[str]:
     """Serve ``model_dir`` (or an already-built ``handler``) on loopback; yield the base URL.
 
-    ``overrides`` are ``Settings`` fields (``request_timeout_s=1``, ``api_token="t"``, ...).
+    ``overrides`` are ``Settings`` fields (``request_timeout_s=1``, ``api_token="t"``, ...). ``http``: the
+    HTTP parser (``auto``, ``h11``, ``httptools``), configured as ``hf-remote-vae serve`` configures it.
     Raises ``RuntimeError`` if the server fails to start (the handler's error is in the log).
     """
-    import uvicorn
-
     from .server.app import create_app
+    from .server.http import GracefulServer, uvicorn_config
     from .settings import Settings
 
     settings = Settings(model_dir=os.fspath(model_dir) if model_dir else "", host="127.0.0.1", **overrides)
@@ -54,8 +55,8 @@ def running_server(
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    config = uvicorn.Config(app, log_level="warning", lifespan="on", access_log=False, timeout_graceful_shutdown=5)
-    server = uvicorn.Server(config)
+    config = uvicorn_config(app, http=http, log_level="warning", timeout_graceful_shutdown=5)
+    server = GracefulServer(config, drain=app.state.drain)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="test-server", daemon=True)
     thread.start()
     deadline = time.monotonic() + startup_timeout
@@ -90,9 +91,14 @@ def wait_healthy(url: str, timeout: float = 120.0, proc: subprocess.Popen[Any] |
 
 @contextlib.contextmanager
 def serving_process(
-    model_dir: str | os.PathLike[str], env: Mapping[str, str] | None = None, *, timeout: float = 120.0
+    model_dir: str | os.PathLike[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    timeout: float = 120.0,
+    http: str = "auto",
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
-    """``python -m hf_remote_vae_toolkit serve`` on a free port; yields (base URL, process).
+    """``python -m hf_remote_vae_toolkit serve`` on a free port; yields (base URL, process). ``http``: the
+    ``--http`` parser choice.
 
     The server's output goes to a temporary file whose path is ``proc.log_path`` (a pipe nobody
     reads would block a chatty server).
@@ -102,7 +108,7 @@ def serving_process(
     full_env = {**os.environ, **(env or {}), "HF_MODEL_DIR": os.fspath(Path(model_dir)), "PORT": str(port)}
     full_env.setdefault("HOST", "127.0.0.1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "hf_remote_vae_toolkit", "serve", "--host", "127.0.0.1"],
+        [sys.executable, "-m", "hf_remote_vae_toolkit", "serve", "--host", "127.0.0.1", "--http", http],
         env=full_env,
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -49,6 +49,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--port", type=int, help="listening port (env PORT, default 5000)")
     p.add_argument("--host", help="listening address (env HOST, default 0.0.0.0)")
     p.add_argument("--debug", action="store_true", help="log at debug level, with tracebacks (env LOG_LEVEL=debug)")
+    p.add_argument(
+        "--http",
+        choices=("auto", "h11", "httptools"),
+        default="auto",
+        help="HTTP/1.1 parser (default auto: httptools when installed, else h11)",
+    )
     p.set_defaults(func=run)
 
 
@@ -108,10 +114,9 @@ class _ShortTraceback(logging.Filter):
 
 
 def run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from ..settings import Settings
     from .app import create_app
+    from .http import GracefulServer, uvicorn_config
 
     try:
         settings = Settings.from_env(os.environ)
@@ -123,20 +128,20 @@ def run(args: argparse.Namespace) -> int:
         overrides["log_level"] = "debug"
     settings = settings.replace(**{k: v for k, v in overrides.items() if v is not None})
     configure_logging(settings.log_level)
-    config = uvicorn.Config(
-        create_app(settings),
+    app = create_app(settings)
+    config = uvicorn_config(
+        app,
+        http=getattr(args, "http", "auto"),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
-        lifespan="on",
-        access_log=False,  # we log one line per request ourselves
         timeout_graceful_shutdown=int(settings.shutdown_grace_s),
     )
     quiet = settings.log_level != "debug"
     if quiet:  # after uvicorn.Config, which configures uvicorn's loggers
         for name in ("uvicorn.error", "hf_remote_vae_toolkit"):
             logging.getLogger(name).addFilter(_ShortTraceback())
-    server = uvicorn.Server(config)
+    server = GracefulServer(config, drain=app.state.drain)  # SIGTERM: drain, then exit 0
     try:
         server.run()
     finally:  # uvicorn exits (SystemExit 3) itself when the start-up fails

@@ -32,17 +32,18 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
 import torch
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
 
 from .. import media, protocol
 from ..contract import Output
-from ..errors import InvalidRequest, NotAcceptable, UnsupportedMediaType
+from ..errors import InvalidRequest, NotAcceptable, PayloadTooLarge, UnsupportedMediaType
 
 __all__ = [
     "Decoded",
@@ -52,6 +53,8 @@ __all__ = [
     "encode_response",
     "SUPPORTED_ACCEPT",
     "Encoded",
+    "open_image_header",
+    "LAZY_IMAGE_FORMATS",
 ]
 
 Encoded = tuple[bytes, str, dict[str, str]]
@@ -137,17 +140,52 @@ def _decode_image(body: bytes, query: dict[str, Any]) -> dict[str, Any]:
     return {"inputs": media.open_image(body)}
 
 
+#: Image formats a handler with a parse step is given (``lazy_images``): what cameras, browsers and
+#: diffusion tools write. Others (EPS and PostScript through Ghostscript, PDF, exotic formats) are a 415.
+LAZY_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+
+
+def open_image_header(body: bytes) -> Image.Image:
+    """Image bytes -> a PIL image whose header is read and whose pixels are not decoded yet.
+
+    For handlers with a parse step: the handler checks the size (``image.width``, ``image.height``) against
+    its own limit before anything is decoded, so a small file of huge dimensions costs nothing. Formats
+    outside ``LAZY_IMAGE_FORMATS`` are refused; decompression bombs (Pillow's limit) are a 413.
+    """
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(body), formats=LAZY_IMAGE_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise PayloadTooLarge(f"image is too large to decode: {exc}") from None
+    except UnidentifiedImageError:
+        raise UnsupportedMediaType(
+            f"the body is not an image in a supported format ({', '.join(LAZY_IMAGE_FORMATS)})"
+        ) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise InvalidRequest(f"the image cannot be read: {exc}") from None
+    if image.width <= 0 or image.height <= 0:
+        raise InvalidRequest(f"the image has no pixels ({image.width}x{image.height})")
+    return image
+
+
+def _decode_image_lazy(body: bytes, query: dict[str, Any]) -> dict[str, Any]:
+    return {"inputs": open_image_header(body)}
+
+
 def _decode_bytes(body: bytes, query: dict[str, Any]) -> dict[str, Any]:
     return {"inputs": bytes(body)}
 
 
-def _decode_untyped(body: bytes, query: dict[str, Any]) -> dict[str, Any]:
+def _decode_untyped(
+    body: bytes, query: dict[str, Any], image: Callable[[bytes, dict[str, Any]], dict[str, Any]] | None = None
+) -> dict[str, Any]:
     # Encode clients (diffusers' remote_encode) send no Content-Type at all.
     if "shape" in query and "dtype" in query:
         return _decode_tensor_binary(body, query)
     try:
-        return _decode_image(body, query)
-    except InvalidRequest:
+        return (image or _decode_image)(body, query)
+    except (InvalidRequest, UnsupportedMediaType):
         raise UnsupportedMediaType(
             "no Content-Type and the body is not an image; send Content-Type: application/json, "
             "image/*, audio/*, tensor/binary (with shape and dtype query parameters) or tensor/base64"
@@ -165,17 +203,24 @@ _BODY_PARAMETERS = (protocol.JSON, protocol.TENSOR_BASE64)
 
 
 def decode_request(
-    content_type: str | None, body: bytes, query_items: list[tuple[str, str]], query: dict[str, Any]
+    content_type: str | None,
+    body: bytes,
+    query_items: list[tuple[str, str]],
+    query: dict[str, Any],
+    *,
+    lazy_images: bool = False,
 ) -> Decoded:
     """Build the handler's ``data`` from a request body (the table above). ``query`` is the typed reading
-    of ``query_items`` (tensor bodies take ``shape`` and ``dtype`` from it)."""
+    of ``query_items`` (tensor bodies take ``shape`` and ``dtype`` from it). ``lazy_images`` (handlers with a
+    parse step): an image body is given as opened but not decoded (``open_image_header``), in its own mode."""
     kind = protocol.media_type(content_type)
-    if kind is None:
-        data = _decode_untyped(body, query)
+    image = _decode_image_lazy if lazy_images else _decode_image
+    if kind is None or kind == "application/octet-stream":
+        data = _decode_untyped(body, query, image)
     elif kind in DECODERS:
         data = DECODERS[kind](body, query)
     elif kind.startswith("image/"):
-        data = _decode_image(body, query)
+        data = image(body, query)
     elif kind.startswith("audio/"):
         data = _decode_bytes(body, query)
     elif "shape" in query and "dtype" in query:
