@@ -23,7 +23,17 @@ from .loading import LoadedVAE, load_vae
 __all__ = ["VaeHandler"]
 
 
-class VaeHandler:
+class _AttachedOnceBuilt(type):
+    """Once a handler is fully built (every subclass ``__init__`` done), and only on the stock Inference
+    Endpoints container, it takes over the container's request parsing (``stock.py``)."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        handler = super().__call__(*args, **kwargs)
+        stock.attach(handler)
+        return handler
+
+
+class VaeHandler(metaclass=_AttachedOnceBuilt):
     """Base of the VAE handlers; a subclass sets ``family`` (a registered name such as ``"sd-v1"``, or a
     ``Family``) and says whether it serves video (``video``)."""
 
@@ -49,8 +59,6 @@ class VaeHandler:
         #: bytes of activations one call may use; ``setup`` replaces it with the server's budget. None: no limit.
         self.memory_budget_bytes: int | None = self.config.memory_budget_bytes
         self.configure()
-        # on the stock Inference Endpoints container, take over its request parsing (stock.py); nothing elsewhere
-        stock.attach(self)
 
     def configure(self) -> None:
         """Set-up a subclass adds once the VAE is loaded (before the handler may be served)."""

@@ -5,6 +5,12 @@ The result is what a user pushes to a Hub model repo to deploy from the Endpoint
 
     OUT/handler.py  requirements.txt  README.md     from custom_handlers/NAME/
     OUT/config.json  diffusion_pytorch_model.safetensors
+    OUT/hf_remote_vae_toolkit/  OUT/prometheus_client/   what the stock container lacks (--no-vendor: skip)
+
+The vendored packages make the repo deploy on the unmodified stock Inference Endpoints container too: it puts
+the repo on ``sys.path`` before importing ``handler.py``, so the handler imports this package from the repo,
+and the package takes over the toolkit's request parsing (``hf_remote_vae_toolkit/stock.py``). On our own
+server and image the installed package is imported first and the copies are never read.
 
 Weights come from a Hub repo id (the family's ``vae/`` subfolder when it has one), a local directory
 (its root or ``vae/``), or are built at random with the family's real config (``full``) or a small one
@@ -69,6 +75,22 @@ def _copy_handler(name: str, handlers_dir: Path, out: Path) -> None:
             shutil.copy2(source / filename, out / filename)
 
 
+#: Packages a repo carries for the stock container: this one, and what it imports that the stock image lacks.
+VENDORED_PACKAGES = ("hf_remote_vae_toolkit", "prometheus_client")
+
+
+def _vendor(out: Path) -> None:
+    """Copy the vendored packages' sources (no caches) into the repo root."""
+    import importlib
+
+    for name in VENDORED_PACKAGES:
+        source = Path(importlib.import_module(name).__file__ or "").parent
+        target = out / name
+        if target.exists():
+            shutil.rmtree(target)
+        shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+
+
 def _copy_weights(source_dir: Path, out: Path) -> None:
     from .loading import WEIGHT_FILES, find_weights_dir
 
@@ -106,10 +128,12 @@ def init_repo(
     random_weights: str | None = None,
     handlers_dir: str | os.PathLike[str] | None = None,
     seed: int = 0,
+    vendor: bool = True,
 ) -> Path:
     """Write handler ``name`` and its VAE weights into ``out_dir``; return the directory.
 
     Exactly one of ``weights`` (Hub id or local directory) and ``random_weights`` (``"tiny"`` or ``"full"``).
+    ``vendor``: also copy the packages the stock Inference Endpoints container lacks (``VENDORED_PACKAGES``).
     """
     if (weights is None) == (random_weights is None):
         raise ValueError("give exactly one of weights (a Hub id or a directory) and random_weights ('tiny' | 'full')")
@@ -118,6 +142,8 @@ def init_repo(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     _copy_handler(name, handlers, out)
+    if vendor:
+        _vendor(out)
     if random_weights is not None:
         _random_weights(family, random_weights, out, seed)
     elif Path(weights).is_dir():  # type: ignore[arg-type]
@@ -141,6 +167,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     source.add_argument("--random-weights", choices=("tiny", "full"), help="random weights: real config or tiny")
     parser.add_argument("--handlers-dir", help="the project's custom_handlers directory (default: the checkout's)")
     parser.add_argument("--seed", type=int, default=0, help="seed for --random-weights (default 0)")
+    parser.add_argument(
+        "--no-vendor",
+        action="store_true",
+        help="do not copy hf_remote_vae_toolkit and prometheus_client into the repo (they let the repo run on the "
+        "stock Inference Endpoints container; our image has them installed)",
+    )
     parser.set_defaults(func=run)
     return parser
 
@@ -184,6 +216,7 @@ def run(args: argparse.Namespace) -> int:
             random_weights=args.random_weights,
             handlers_dir=args.handlers_dir,
             seed=args.seed,
+            vendor=not args.no_vendor,
         )
     except (ValueError, OSError) as exc:  # a wrong name or path, or a failed download: the message says what to do
         _remove_partial(out, existed, before)
