@@ -31,12 +31,13 @@ A result may be a bare value (tensor, PIL image, bytes, JSON-able) or an :class:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
 __all__ = [
     "Output",
+    "StreamedBody",
     "RequestInfo",
     "WorkerInfo",
     "ParsingHandler",
@@ -55,6 +56,8 @@ class Output:
     type (``encode_options`` such as ``{"quality": 90}`` for JPEG) in its own thread pool, so image encoding
     never holds up the GPU worker. ``finish``, when set, turns ``value`` into the final value (video frames into
     MP4 bytes) in that same thread pool, after the worker has moved on. ``headers`` are added to the response.
+    ``stream``, when set, is the body itself, produced while it is sent (a :class:`StreamedBody`); ``value``,
+    ``finish`` and ``encode_options`` are then unused.
     """
 
     value: Any
@@ -62,6 +65,31 @@ class Output:
     media_type: str | None = None
     finish: Callable[[Any], Any] | None = None
     encode_options: dict[str, Any] = field(default_factory=dict)
+    stream: StreamedBody | None = None
+
+
+@runtime_checkable
+class StreamedBody(Protocol):
+    """A response body produced while it is sent (chunked transfer encoding, status 200 sent first).
+
+    - ``produce()`` runs on the GPU worker right after ``call_batch`` returned, and the worker counts busy
+      until it returns: it does the device work (a video decode, chunk by chunk) and hands each chunk on
+      through a small bounded queue. It must not raise: a failure is handed on to the iterator.
+    - iterating yields the body's byte chunks, in the server's thread pool; it raises when ``produce``
+      failed, and the server then ends the connection without the closing chunk, so the client sees a
+      truncated body (the status code was already sent).
+    - ``close()``: the client left, or the response ended; ``produce`` stops at its next chunk. Safe to call
+      more than once, from any thread.
+    - ``media_type``: the response's ``Content-Type``.
+    """
+
+    media_type: str
+
+    def produce(self) -> None: ...
+
+    def __iter__(self) -> Iterator[bytes]: ...
+
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)

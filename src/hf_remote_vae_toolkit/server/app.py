@@ -56,11 +56,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import ClientDisconnect, Request
-from starlette.responses import PlainTextResponse, Response
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from .. import protocol
-from ..contract import RequestInfo, has_parse_step
+from ..contract import Output, RequestInfo, StreamedBody, has_parse_step
 from ..errors import (
     HandlerError,
     InvalidRequest,
@@ -228,6 +228,10 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
             raise
         except Exception as exc:
             raise _handler_failure(exc, parse_step, request_id) from exc
+        if isinstance(result, Output) and result.stream is not None:
+            if result.headers.get(protocol.HEADER_TILED) == "1":
+                metrics.tiled.inc()
+            return _StreamedResponse(result.stream, result.headers, request_id, metrics)
         try:
             payload, content_type, headers = await run_in_threadpool(
                 _guarded, codecs.encode_response, result, accept, stock=not parse_step
@@ -270,13 +274,13 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
     app.state.settings = settings
     app.state.metrics = metrics
     app.state.ready = False
+    app.state.draining = False
+    app.state.active = 0
+    app.state.drain = drain
     return app
 
 
 def start_serving(app: Starlette, settings: Settings, handler: Any = None) -> Scheduler:
-    app.state.draining = False
-    app.state.active = 0
-    app.state.drain = drain
     """Prepare the workers and start the scheduler: what the lifespan does before the port opens. Blocking;
     callable without a lifespan (an app embedded in another server, ``stock.py``). Returns the scheduler."""
     try:
@@ -349,10 +353,6 @@ def _admit(
     return _Admitted(job, key, estimate)
 
 
-def _handler_failure(exc: Exception, parse_step: bool, request_id: str) -> ServiceError:
-    """What a handler (or the serialiser of its result) raised -> the error the client gets."""
-    if is_out_of_memory(exc):
-        return NotReady("the GPU ran out of memory for this request; retry, or send a smaller one", retry_after=1)
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     if isinstance(exc, RecursionError):
@@ -391,6 +391,10 @@ def _check_head(request: Request) -> None:
         )
 
 
+def _handler_failure(exc: Exception, parse_step: bool, request_id: str) -> ServiceError:
+    """What a handler (or the serialiser of its result) raised -> the error the client gets."""
+    if is_out_of_memory(exc):
+        return NotReady("the GPU ran out of memory for this request; retry, or send a smaller one", retry_after=1)
     if not parse_step:
         # the stock toolkit's answer to anything a handler raises: 400 with the message
         log.warning("request %s: the handler raised %r", request_id, exc)
@@ -409,6 +413,8 @@ async def _read_body(request: Request, limit: int) -> bytes:
         raise PayloadTooLarge(f"body is {int(declared)} bytes; the limit is {limit} bytes (MAX_REQUEST_BYTES)")
     chunks: list[bytes] = []
     size = 0
+    started = time.monotonic()
+    stream = request.stream().__aiter__()
     try:
         while True:
             elapsed = time.monotonic() - started
@@ -424,8 +430,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
                 raise _body_too_slow(size, time.monotonic() - started) from None
             size += len(chunk)
             if size > limit:
-    started = time.monotonic()
-    stream = request.stream().__aiter__()
                 raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes (MAX_REQUEST_BYTES)")
             chunks.append(chunk)
     except ClientDisconnect:
@@ -433,10 +437,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-async def _wait_disconnect(request: Request) -> None:
-    # After the body is read, the next ASGI message is the disconnect (or nothing, until the
-    # response is sent and this task is cancelled).
-    while True:
 def _body_unread(request: Request) -> bool:
     """True when the request declared a body that the app has not read to its end."""
     if getattr(request.state, "body_read", False):
@@ -455,6 +455,10 @@ def _body_too_slow(size: int, elapsed: float) -> ServiceError:
     )
 
 
+async def _wait_disconnect(request: Request) -> None:
+    # After the body is read, the next ASGI message is the disconnect (or nothing, until the
+    # response is sent and this task is cancelled).
+    while True:
         message = await request.receive()
         if message["type"] == "http.disconnect":
             return
@@ -476,6 +480,70 @@ async def _wait(request: Request, scheduler: Scheduler, job: Any, timeout: float
         )
         raise _ClientGone()
     raise RequestTimeout(f"the request took longer than REQUEST_TIMEOUT_S ({timeout:g} s)")
+
+
+def _next_chunk(chunks: Any) -> bytes | None:
+    return next(chunks, None)
+
+
+class _StreamedResponse(StreamingResponse):
+    """A body produced while it is sent (``Output.stream``), with chunked transfer encoding.
+
+    A client that leaves closes the stream, which stops its producer (the decode) at its next chunk. A
+    stream that fails after the status went out cannot change it: the connection is ended without the closing
+    chunk, so the client sees a truncated body, and the log names the request id.
+    """
+
+    def __init__(self, stream: StreamedBody, headers: dict[str, str], request_id: str, metrics: Metrics) -> None:
+        super().__init__(iter(()), headers=headers, media_type=stream.media_type)
+        self.stream = stream
+        self.request_id = request_id
+        self.metrics = metrics
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        stream = self.stream
+        chunks = iter(stream)
+        sent = 0
+        gone = asyncio.ensure_future(_receive_disconnect(receive))
+        try:
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            while True:
+                step = asyncio.ensure_future(run_in_threadpool(_next_chunk, chunks))
+                await asyncio.wait({step, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if not step.done():
+                    stream.close()  # unblocks the pending read; the producer stops at its next chunk
+                    await asyncio.wait({step})
+                    log.info(
+                        "request %s: the client left mid-stream after %d bytes; stream stopped", self.request_id, sent
+                    )
+                    return
+                try:
+                    chunk = step.result()
+                except Exception:
+                    log.error(
+                        "request %s: the stream failed after %d bytes; the connection is closed without the "
+                        "end of the body:\n%s",
+                        self.request_id,
+                        sent,
+                        traceback.format_exc(),
+                    )
+                    return
+                if chunk is None:
+                    break
+                await send({"type": "http.response.body", "body": bytes(chunk), "more_body": True})
+                sent += len(chunk)
+                self.metrics.bytes_out.inc(len(chunk))
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            gone.cancel()
+            stream.close()
+
+
+async def _receive_disconnect(receive: Any) -> None:
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return
 
 
 def _check_auth(request: Request, settings: Settings) -> None:

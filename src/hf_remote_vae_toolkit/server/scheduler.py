@@ -357,11 +357,24 @@ class Scheduler:
         for job, output in zip(batch, outputs):
             if not job.future.done():
                 job.future.set_result(output)
+        self._produce_streams(batch, outputs)
 
-
-def _fail(job: Job, exc: BaseException) -> None:
-    if not job.future.done():
-        job.future.set_exception(exc)
+    @staticmethod
+    def _produce_streams(batch: list[Job], outputs: list[Any]) -> None:
+        """Streamed results (``Output.stream``): their device work runs here, on this worker, after the
+        response has started, so the worker counts busy until the last chunk is produced."""
+        for job, output in zip(batch, outputs):
+            stream = getattr(output, "stream", None)
+            if stream is None:
+                continue
+            future = job.future
+            if future.cancelled() or future.exception() is not None or future.result() is not output:
+                stream.close()  # nobody will read it (the client left or timed out): stop at the first chunk
+            try:
+                stream.produce()
+            except Exception:  # produce reports its own failures to the reader; belt and braces
+                log.exception("a streamed result failed outside its own error handling")
+                stream.close()
 
 
 def host_memory_bytes() -> int | None:
@@ -384,3 +397,8 @@ def host_memory_bytes() -> int | None:
         if raw.isdigit() and total is not None:
             total = min(total, int(raw))
     return total
+
+
+def _fail(job: Job, exc: BaseException) -> None:
+    if not job.future.done():
+        job.future.set_exception(exc)
