@@ -48,9 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if missing not in _SERVER_MODULES:
             raise
         if args.command in ("decode", "encode"):  # files of latents: torch and safetensors
-            fix = "pip install 'hf-remote-vae-toolkit[client]' torch"
+            fix = "pip install 'hf-remote-vae-toolkit[client]' torch (from a checkout: pip install '.[client]' torch)"
         else:
-            fix = "pip install 'hf-remote-vae-toolkit[server]'"
+            fix = "pip install 'hf-remote-vae-toolkit[server]' (from a checkout: pip install '.[server]')"
         print(f"hf-remote-vae {args.command}: this install has no {missing}; to fix: {fix}", file=sys.stderr)
         return 2
 
