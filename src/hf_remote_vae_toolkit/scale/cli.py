@@ -117,7 +117,7 @@ def run(args: argparse.Namespace) -> int:
         # Ray's processes read these when they start; the local cluster's processes inherit them from us.
         for key, value in CLUSTER_ENV.items():
             os.environ.setdefault(key, value)
-        ray.init(num_cpus=args.ray_num_cpus, include_dashboard=False)
+        ray.init(address="local", num_cpus=args.ray_num_cpus, include_dashboard=False)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
