@@ -25,7 +25,7 @@ install: $(STAMP)
 
 $(STAMP): setup.py pyproject.toml
 	@echo "make: installing into $(VENV): torch ($(if $(filter 1,$(TORCH_CPU)),CPU-only wheel$(,) about 190 MB,default wheel$(,) several GB with CUDA)), diffusers, the server and the test tools."
-	@echo "make: about 2 GB on disk; 2-5 minutes on a fast connection (once: later runs reuse $(VENV))."
+	@echo "make: about 1.6 GB on disk; 2-5 minutes on a fast connection (once: later runs reuse $(VENV))."
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	@set -e; extra=""; \
@@ -36,6 +36,7 @@ $(STAMP): setup.py pyproject.toml
 	fi; \
 	echo "$(BIN)/pip install $$extra \"$(TORCH)\"   (the largest download)"; \
 	$(BIN)/pip install --progress-bar on $$extra "$(TORCH)"
+	@echo "make: now the project and the rest (diffusers, transformers, PyAV, pytest, ruff, mypy...): about 0.8 GB, 1-3 minutes"
 	$(BIN)/pip install --quiet -e ".[server,test,dev,video,bench]"
 	touch $(STAMP)
 	@echo "make: done. Put the commands on your PATH with: source $(VENV)/bin/activate"
