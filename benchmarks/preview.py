@@ -201,7 +201,14 @@ def render(result: dict[str, Any]) -> str:
             lines.append(
                 f"| {r['full']} | {r['preview']} | {r['side']}x{r['side']} | {r['full_ms']:,.1f} | {r['preview_ms']:,.1f} |"
             )
-    lines += ["", "Written by `python -m benchmarks.preview` (`make bench-preview`)."]
+    lines += [
+        "",
+        "Absolute times follow the machine's load (see the load averages); the speed-up and memory ratios come "
+        "from runs alternating in the same repeats. The preview decoders' activations stay far below the full "
+        "VAE's, which is why their handlers carry their own memory estimate and are never tiled.",
+        "",
+        "Written by `python -m benchmarks.preview` (`make bench-preview`).",
+    ]
     return "\n".join(lines) + "\n"
 
 
