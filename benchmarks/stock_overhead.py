@@ -7,10 +7,13 @@ connections busy for a fixed window and counts answers:
 
 - cases: a small JSON body (``{"inputs": "hello"}``) and a 1 MiB binary body (``audio/x-audio``: the
   one binary type the stock toolkit passes to a handler untouched), each at concurrency 1 and 8;
-- interleaved: every round measures both servers back to back, the order flipping each round, so a
-  neighbour's load on this shared machine hits both alike; the figure is the median over rounds;
-- ratio = our requests/s / stock requests/s (>= 1: no slower than stock); at concurrency 1 the extra
-  time per request is 1/ours - 1/stock.
+- interleaved: every round measures both servers back to back in short windows, the order flipping
+  each round, so a neighbour's load on a shared machine hits both alike;
+- ratio = the median over rounds of (our requests/s / stock requests/s) in that round (>= 1: no slower
+  than stock); at concurrency 1 the extra time per request is 1/ours - 1/stock (medians);
+- CPU per request: each server process's own CPU time (user + system, from /proc) over the window,
+  divided by the answers. On a busy machine throughput swings with the neighbours' load; the CPU a
+  server spends per request barely does, so it is the steadier overhead figure.
 
 The load generator writes pre-built requests on raw sockets (no HTTP client library in the way) and
 reads each answer fully (``Content-Length``), checking the status is 200. Writes ``--out``/
@@ -96,18 +99,40 @@ async def _one_connection(port: int, request: bytes, stop: float, done: list[int
             await writer.wait_closed()
 
 
-async def _load(port: int, request: bytes, concurrency: int, seconds: float) -> float:
+async def _load(port: int, request: bytes, concurrency: int, seconds: float) -> tuple[int, float]:
     done = [0]
     started = time.perf_counter()
     await asyncio.gather(*(_one_connection(port, request, started + seconds, done) for _ in range(concurrency)))
-    return done[0] / (time.perf_counter() - started)
+    return done[0], time.perf_counter() - started
 
 
-def requests_per_second(port: int, body: Body, concurrency: int, seconds: float, warmup: float) -> float:
+def cpu_seconds(pid: int | None) -> float | None:
+    """User + system CPU time of process ``pid`` so far (Linux /proc), or None where unknown."""
+    if pid is None:
+        return None
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(
+    port: int, body: Body, concurrency: int, seconds: float, warmup: float, pid: int | None = None
+) -> tuple[float, float | None]:
+    """(requests/s, server CPU seconds per request or None) over one window of load."""
     request = build_request(body)
     if warmup > 0:
         asyncio.run(_load(port, request, concurrency, warmup))
-    return asyncio.run(_load(port, request, concurrency, seconds))
+    cpu_before = cpu_seconds(pid)
+    count, elapsed = asyncio.run(_load(port, request, concurrency, seconds))
+    cpu_after = cpu_seconds(pid)
+    cpu = None if cpu_before is None or cpu_after is None or not count else (cpu_after - cpu_before) / count
+    return count / elapsed, cpu
+
+
+def requests_per_second(port: int, body: Body, concurrency: int, seconds: float, warmup: float) -> float:
+    return measure(port, body, concurrency, seconds, warmup)[0]
 
 
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log_path: str, timeout: float = 300.0) -> None:
@@ -130,8 +155,8 @@ def _wait_ready(port: int, proc: subprocess.Popen[bytes], log_path: str, timeout
 
 
 @contextlib.contextmanager
-def server(command: list[str], env: dict[str, str]) -> Iterator[int]:
-    """A server process on a free port (``{port}`` in ``command`` / ``PORT`` in env); yields the port."""
+def server(command: list[str], env: dict[str, str]) -> Iterator[tuple[int, int]]:
+    """A server process on a free port (``{port}`` in ``command`` / ``PORT`` in env); yields (port, pid)."""
     from hf_remote_vae_toolkit.testing import free_port
 
     port = free_port()
@@ -142,7 +167,7 @@ def server(command: list[str], env: dict[str, str]) -> Iterator[int]:
         )
     try:
         _wait_ready(port, proc, log.name)
-        yield port
+        yield port, proc.pid
     finally:
         proc.terminate()
         try:
@@ -180,33 +205,25 @@ def run(stock_python: Path, rounds: int, seconds: float, warmup: float, log: Any
         stock_cmd = [str(stock_python), "-m", "uvicorn", STOCK_APP, "--host", "127.0.0.1", "--port", "{port}"]
         ours_cmd = [sys.executable, "-m", "hf_remote_vae_toolkit", "serve", "--host", "127.0.0.1", "--port", "{port}"]
         rows = []
-        with server(stock_cmd, env) as stock_port, server(ours_cmd, env) as ours_port:
-            ports = {"stock": stock_port, "ours": ours_port}
+        with server(stock_cmd, env) as stock, server(ours_cmd, env) as ours:
+            servers = {"stock": stock, "ours": ours}
             for body in BODIES:
                 for concurrency in (1, 8):
-                    samples: dict[str, list[float]] = {"stock": [], "ours": []}
+                    rps: dict[str, list[float]] = {"stock": [], "ours": []}
+                    cpu: dict[str, list[float]] = {"stock": [], "ours": []}
                     for r in range(rounds):
                         for name in ("stock", "ours") if r % 2 == 0 else ("ours", "stock"):
-                            samples[name].append(requests_per_second(ports[name], body, concurrency, seconds, warmup))
-                    stock_rps, ours_rps = statistics.median(samples["stock"]), statistics.median(samples["ours"])
-                    row = {
-                        "body": body.name,
-                        "concurrency": concurrency,
-                        "stock_rps": round(stock_rps, 1),
-                        "ours_rps": round(ours_rps, 1),
-                        "ratio": round(ours_rps / stock_rps, 3),
-                        "extra_ms_per_request": round(1000 / ours_rps - 1000 / stock_rps, 3)
-                        if concurrency == 1
-                        else None,
-                        "round_ratios": [round(o / s, 3) for o, s in zip(samples["ours"], samples["stock"])],
-                        "stock_samples": [round(v, 1) for v in samples["stock"]],
-                        "ours_samples": [round(v, 1) for v in samples["ours"]],
-                    }
+                            port, pid = servers[name]
+                            rate, cpu_per_request = measure(port, body, concurrency, seconds, warmup, pid)
+                            rps[name].append(rate)
+                            if cpu_per_request is not None:
+                                cpu[name].append(cpu_per_request)
+                    rows.append(_row(body.name, concurrency, rps, cpu))
                     log(
-                        f"{body.name:12s} c={concurrency}: stock {stock_rps:8.1f} req/s, ours {ours_rps:8.1f} req/s, "
-                        f"ratio {row['ratio']:.2f}"
+                        f"{body.name:12s} c={concurrency}: stock {rows[-1]['stock_rps']:8.1f} req/s, "
+                        f"ours {rows[-1]['ours_rps']:8.1f} req/s, ratio {rows[-1]['ratio']:.2f}; CPU/request "
+                        f"stock {rows[-1]['stock_cpu_us']} us, ours {rows[-1]['ours_cpu_us']} us"
                     )
-                    rows.append(row)
     return {
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "machine": {
@@ -221,6 +238,26 @@ def run(stock_python: Path, rounds: int, seconds: float, warmup: float, log: Any
     }
 
 
+def _row(body: str, concurrency: int, rps: dict[str, list[float]], cpu: dict[str, list[float]]) -> dict[str, Any]:
+    stock_rps, ours_rps = statistics.median(rps["stock"]), statistics.median(rps["ours"])
+    round_ratios = [o / s for o, s in zip(rps["ours"], rps["stock"])]
+    stock_cpu = statistics.median(cpu["stock"]) * 1e6 if cpu["stock"] else None
+    ours_cpu = statistics.median(cpu["ours"]) * 1e6 if cpu["ours"] else None
+    return {
+        "body": body,
+        "concurrency": concurrency,
+        "stock_rps": round(stock_rps, 1),
+        "ours_rps": round(ours_rps, 1),
+        "ratio": round(statistics.median(round_ratios), 3),
+        "extra_ms_per_request": round(1000 / ours_rps - 1000 / stock_rps, 3) if concurrency == 1 else None,
+        "stock_cpu_us": None if stock_cpu is None else round(stock_cpu),
+        "ours_cpu_us": None if ours_cpu is None else round(ours_cpu),
+        "round_ratios": [round(v, 3) for v in round_ratios],
+        "stock_samples": [round(v, 1) for v in rps["stock"]],
+        "ours_samples": [round(v, 1) for v in rps["ours"]],
+    }
+
+
 def write_report(result: dict[str, Any], out_dir: Path) -> Path:
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = out_dir / f"stock-overhead-{result['date'][:10]}"
@@ -231,20 +268,24 @@ def write_report(result: dict[str, Any], out_dir: Path) -> Path:
         "",
         "`make bench-stock` (`benchmarks/stock_overhead.py`): a handler that does nothing, served by each, "
         f"measured interleaved ({plan['rounds']} rounds of {plan['seconds_per_window']} s windows per server, "
-        "order flipped each round; medians). Ratio = ours / stock requests/s.",
+        "order flipped each round). Ratio = the median over rounds of ours / stock requests/s (>= 1: no slower); "
+        "CPU/request = the server process's own CPU time per answer (median over rounds), the figure least "
+        "moved by other load on the machine.",
         "",
         f"Machine: {machine['cpus']} CPUs, Python {machine['python']}, load average "
         f"{', '.join(f'{v:.2f}' for v in machine['load_average'])}; uvicorn stack: ours {machine['ours_stack']}, "
         f"stock {machine['stock_stack']}.",
         "",
-        "| body | concurrency | stock req/s | ours req/s | ratio | extra ms/request | per-round ratios |",
-        "|---|---|---|---|---|---|---|",
+        "| body | concurrency | stock req/s | ours req/s | ratio | extra ms/request (c=1) "
+        "| stock CPU us/request | ours CPU us/request | per-round ratios |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for row in result["rows"]:
         extra = "" if row["extra_ms_per_request"] is None else f"{row['extra_ms_per_request']:+.3f}"
         lines.append(
             f"| {row['body']} | {row['concurrency']} | {row['stock_rps']:.1f} | {row['ours_rps']:.1f} | "
-            f"{row['ratio']:.2f} | {extra} | {', '.join(f'{v:.2f}' for v in row['round_ratios'])} |"
+            f"{row['ratio']:.2f} | {extra} | {row['stock_cpu_us']} | {row['ours_cpu_us']} | "
+            f"{', '.join(f'{v:.2f}' for v in row['round_ratios'])} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
     return stem.with_suffix(".md")
@@ -253,13 +294,14 @@ def write_report(result: dict[str, Any], out_dir: Path) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stock-venv", type=Path, default=Path(os.environ.get("STOCK_VENV") or REPO / ".venv-stock"))
-    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per case (median taken)")
-    parser.add_argument("--seconds", type=float, default=2.0, help="measured window per server and round")
-    parser.add_argument("--warmup", type=float, default=0.3, help="unmeasured load before each window")
+    parser.add_argument("--rounds", type=int, default=6, help="interleaved rounds per case (median taken)")
+    parser.add_argument("--seconds", type=float, default=1.0, help="measured window per server and round")
+    parser.add_argument("--warmup", type=float, default=0.2, help="unmeasured load before each window")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="where the .md and .json go")
     parser.add_argument("--no-write", action="store_true", help="print only")
     args = parser.parse_args(argv)
-    result = run(args.stock_venv / "bin" / "python", args.rounds, args.seconds, args.warmup)
+    # absolute, not resolved: the venv's python is a symlink, and the servers run from a temporary directory
+    result = run(args.stock_venv.absolute() / "bin" / "python", args.rounds, args.seconds, args.warmup)
     if not args.no_write:
         print(f"report: {write_report(result, args.out)}")
     return 0

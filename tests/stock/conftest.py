@@ -29,7 +29,8 @@ from hf_remote_vae_toolkit.testing import free_port, running_server
 
 REPO = Path(__file__).resolve().parents[2]
 HANDLERS = Path(__file__).parent / "handlers"
-STOCK_VENV = Path(os.environ.get("STOCK_VENV") or REPO / ".venv-stock")
+# absolute, not resolved: the venv's python is a symlink, and the stock servers run from a temporary directory
+STOCK_VENV = Path(os.environ.get("STOCK_VENV") or REPO / ".venv-stock").absolute()
 STOCK_PYTHON = STOCK_VENV / "bin" / "python"
 STOCK_APP = "huggingface_inference_toolkit.webservice_starlette:app"
 STOCK_MISSING = (
@@ -108,8 +109,14 @@ def _wait_stock(url: str, proc: subprocess.Popen[bytes], log_path: str, timeout:
 
 
 @contextlib.contextmanager
-def stock_servers(names: tuple[str, ...], timeout: float = 300.0) -> Iterator[dict[str, str]]:
-    """Start the stock toolkit once per handler directory, all at once (each import takes seconds)."""
+def stock_servers(
+    names: tuple[str, ...],
+    timeout: float = 300.0,
+    dirs: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Iterator[dict[str, str]]:
+    """Start the stock toolkit once per handler directory, all at once (each import takes seconds).
+    ``dirs``: name -> model directory (default: tests/stock/handlers/<name>/); ``extra_env`` for every server."""
     started: dict[str, tuple[str, subprocess.Popen[bytes], str]] = {}
     try:
         for name in names:
@@ -118,10 +125,11 @@ def stock_servers(names: tuple[str, ...], timeout: float = 300.0) -> Iterator[di
                 env = {
                     "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                     "HOME": os.environ.get("HOME", "/tmp"),
-                    "HF_MODEL_DIR": model_dir(name),
+                    "HF_MODEL_DIR": dirs[name] if dirs else model_dir(name),
                     "HF_HUB_OFFLINE": "1",
                     "OMP_NUM_THREADS": "1",
                     "PYTHONUNBUFFERED": "1",
+                    **(extra_env or {}),
                 }
                 proc = subprocess.Popen(
                     [str(STOCK_PYTHON), "-m", "uvicorn", STOCK_APP, "--host", "127.0.0.1", "--port", str(port)],

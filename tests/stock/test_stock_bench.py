@@ -63,6 +63,8 @@ def test_benchmark_runs_end_to_end(tmp_path: Path) -> None:
     ]
     for row in rows:
         assert row["stock_rps"] > 0 and row["ours_rps"] > 0
+        assert row["ratio"] == pytest.approx(row["round_ratios"][0], rel=0.01)  # one round: its ratio
         assert row["ratio"] == pytest.approx(row["ours_rps"] / row["stock_rps"], rel=0.01)
+        assert row["stock_cpu_us"] > 0 and row["ours_cpu_us"] > 0
     markdown = report.with_suffix(".md").read_text()
     assert "| json-small | 1 |" in markdown and "ratio" in markdown
