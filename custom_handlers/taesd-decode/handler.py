@@ -59,11 +59,13 @@ class EndpointHandler(ImageDecodeHandler):
 
     family = PREVIEW
 
-    def estimate_memory(self, data: Mapping[str, Any]) -> int:
-        b, _, h, w = self._job(data).shape
+    def parse_job(self, inputs: Any, params: Mapping[str, Any], accept: str | None) -> DecodeJob:
+        return to_preview_space(super().parse_job(inputs, params, accept))  # checked, then mapped (CPU)
+
+    def estimate_memory(self, job: DecodeJob) -> int:
+        b, _, h, w = job.shape
         f = self.loaded.family.spatial_factor
         return int(BYTES_PER_PIXEL_PER_ITEM * self.itemsize * b * (h * f) * (w * f))
 
-    def call_batch(self, batch: list[Mapping[str, Any]]) -> list[Any]:
-        jobs = [to_preview_space(self._job(data)) for data in batch]
+    def call_batch(self, jobs: list[DecodeJob]) -> list[Any]:
         return run_decode(jobs, self.loaded, tiled=False)  # AutoencoderTiny has no tiled decode

@@ -21,6 +21,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.remote_utils import remote_decode
 
 from hf_remote_vae_toolkit import protocol
+from hf_remote_vae_toolkit.contract import RequestInfo
 from hf_remote_vae_toolkit.testing import running_server
 from hf_remote_vae_toolkit.vae.builtin import BUILTIN_HANDLERS, builtin_handler_class, detect_handler_name
 from hf_remote_vae_toolkit.vae.families import FAMILIES, PREVIEW_OF, get_family
@@ -140,7 +141,8 @@ def test_the_memory_estimate_is_the_tiny_decoders_and_never_tiles(tmp_path: Path
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     handler = module.EndpointHandler(str(repo), device="cpu", environ={"GPU_MEMORY_BUDGET_GB": "0.000001"})
-    data = {"inputs": torch.zeros(2, 4, 16, 16), "parameters": {"output_type": "pt"}, "accept": None}
-    assert handler.estimate_memory(data) == module.BYTES_PER_PIXEL_PER_ITEM * 4 * 2 * 128 * 128
+    data = {"inputs": torch.zeros(2, 4, 16, 16), "parameters": {"output_type": "pt"}}
+    job = handler.parse(data, RequestInfo(body_parameters=True))
+    assert handler.estimate_memory(job) == module.BYTES_PER_PIXEL_PER_ITEM * 4 * 2 * 128 * 128
     out = handler(data)  # far over the tiny budget: still one plain decode (AutoencoderTiny cannot tile)
     assert out.shape == (2, 3, 128, 128)
