@@ -125,3 +125,15 @@ bench-preview: install
 # The ComfyUI node pack and the preview tier's tests (also part of `make test`).
 test-comfyui: install
 	$(BIN)/python -m pytest tests/integrations tests/preview $(PYTEST_ARGS)
+
+# Ray Serve scale-out (docs/scale-out.md): the ray extra into .venv, its tests (tests/scale: the ones on a local
+# Ray cluster are marked slow, ~4 min on 2 cores; without the extra they all skip), and the benchmark
+# (~5 min; writes benchmarks/results/ray-scale.md and .json).
+install-ray: install
+	$(BIN)/pip install --quiet -e ".[ray]"
+
+test-ray: install-ray
+	$(BIN)/python -m pytest tests/scale $(PYTEST_ARGS)
+
+bench-ray: install-ray
+	$(BIN)/python -m benchmarks.ray_scale
