@@ -180,21 +180,19 @@ _DEVICE_JPEG: dict[str, DeviceJpeg | None] = {}
 
 
 def device_jpeg_encoder(
-    device: torch.device, finders: Sequence[Callable[[], DeviceJpeg | None]] = ()
+    device: torch.device, finders: Sequence[Callable[[], DeviceJpeg | None]] | None = None
 ) -> DeviceJpeg | None:
     """A JPEG encoder that takes uint8 ``[3, H, W]`` tensors on ``device``, or None (encode on the CPU).
 
     Only CUDA has one (nvJPEG through torchvision); the import happens here, on first use, never for a CPU.
-    ``finders`` replace the default search (tests). The answer is cached per device type.
+    ``finders`` (tests) replace the default search and are not cached; the default answer is cached.
     """
     if device.type != "cuda":
         return None
+    if finders is not None:
+        return next((found for found in (find() for find in finders) if found is not None), None)
     if device.type not in _DEVICE_JPEG:
-        found = None
-        for finder in finders or (_torchvision_jpeg,):
-            found = finder()
-            if found is not None:
-                break
+        found = _torchvision_jpeg()
         _DEVICE_JPEG[device.type] = found
         log.info("JPEG encoding on %s: %s", device.type, "on the device" if found else "on the CPU (no device encoder)")
     return _DEVICE_JPEG[device.type]
