@@ -73,3 +73,16 @@ def test_preview_without_an_endpoint_says_how_to_give_one() -> None:
         RemoteVAE("http://127.0.0.1:9", family="sd-v1").preview(torch.zeros(1, 4, 8, 8))
     with pytest.raises(ValueError, match="every must be"):
         RemoteVAE("http://127.0.0.1:9", preview_endpoint="http://127.0.0.1:9").preview_callback(print, every=0)
+
+
+def test_a_preview_family_names_the_full_one_to_use(endpoints: tuple[str, str, Any]) -> None:
+    _, tae_url, tae = endpoints
+    with pytest.raises(ValueError, match="family='sd-v1', preview_endpoint="):
+        RemoteVAE(tae_url, family="taesd")
+    # the preview endpoint as a pipeline's only VAE: the pipeline divides by 0.18215, the endpoint multiplies back
+    z = torch.randn(1, 4, 8, 8, generator=torch.Generator().manual_seed(3))
+    vae = RemoteVAE(tae_url, family="sd-v1")
+    out = vae.decode(z / vae.config.scaling_factor).sample
+    with torch.no_grad():
+        expected = tae.decode(z).sample
+    torch.testing.assert_close(out, expected, rtol=0, atol=1e-5)

@@ -10,7 +10,7 @@ import requests
 import torch
 from PIL import Image
 
-from ..vae.families import get_family
+from ..vae.families import PREVIEW_OF, get_family
 from ._decode import remote_decode
 from ._encode import remote_encode
 from ._http import RetriesArg, TimeoutArg, TokenArg, new_session
@@ -79,6 +79,12 @@ class RemoteVAE:
         if transfer not in ("raw", "uint8"):
             raise ValueError(f"transfer must be 'raw' or 'uint8', got {transfer!r}")
         fam = get_family(family)
+        if fam.name in PREVIEW_OF:  # a preview endpoint reads the full family's requests, so name that family
+            full = PREVIEW_OF[fam.name]
+            raise ValueError(
+                f"{fam.name} is a preview VAE: use RemoteVAE(full_url, family={full!r}, preview_endpoint=preview_url), "
+                f"or RemoteVAE(preview_url, family={full!r}) to decode every image with {fam.name}"
+            )
         self.endpoint = endpoint
         self.encode_endpoint = encode_endpoint
         self.preview_endpoint = preview_endpoint
