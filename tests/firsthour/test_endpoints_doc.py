@@ -111,3 +111,31 @@ def test_the_table_names_real_constants_and_commands_that_parse() -> None:
     assert endpoint_constants <= set(named), (
         f"diffusers has endpoints the table misses: {endpoint_constants - set(named)}"
     )
+
+
+class WakingUp:
+    """A handler that answers 503 (``NotReady``) for its first ``failures`` requests, as a waking endpoint does."""
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    def __call__(self, data: dict) -> Image.Image:
+        from hf_remote_vae_toolkit.errors import NotReady
+
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise NotReady("starting")
+        return Image.new("RGB", (64, 64), (10, 20, 30))
+
+
+def test_cold_start_settings_ride_out_503s() -> None:
+    code = doc_block("cold-start")
+    handler = WakingUp(failures=3)
+    with running_server(handler=handler) as url:
+        scope: dict = {"endpoint": url, "latents": torch.zeros(1, 4, 8, 8)}
+        exec(compile(code, "docs/endpoints.md", "exec"), scope)
+    assert handler.calls == 4  # three 503s, retried, then the image
+    assert scope["image"].size == (64, 64)
+    assert np.abs(np.asarray(scope["image"], dtype=int) - (10, 20, 30)).max() <= 2  # a JPEG of the handler's image
+    assert scope["session"].headers["X-Scale-Up-Timeout"] == "600"
