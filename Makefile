@@ -137,3 +137,11 @@ test-ray: install-ray
 
 bench-ray: install-ray
 	$(BIN)/python -m benchmarks.ray_scale
+
+# The first hour of a new user (tests/firsthour, slow ones included): README blocks run as printed, the curl
+# and JavaScript decodes of docs/endpoints.md (node 18+; skipped with a reason without it), the light client
+# in a fresh venv, the CLI's one-line errors.
+.PHONY: test-firsthour
+
+test-firsthour: install
+	$(BIN)/python -m pytest tests/firsthour tests/client/test_client_dropin.py $(PYTEST_ARGS)
