@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from benchmarks.preview import run
 
 
+@pytest.mark.slow  # two servers and four decoders: ~3 s on a quiet laptop, 10 s on a loaded 2-core box
 def test_the_quick_preview_benchmark_writes_a_report(tmp_path: Path) -> None:
     result = run(device="cpu", sides=[64], repeats=1, quick=True, http=True, pairs=["taesd"], out=tmp_path, log=print)
     (row,) = result["decode"]
