@@ -68,6 +68,7 @@ def image_bytes(fmt: str, mode: str = "RGB") -> bytes:
     return out.getvalue()
 
 
+TASK_FORMS = json.loads((Path(__file__).parent / "task_forms.json").read_text())
 AUDIO = bytes(range(256)) * 8  # the servers pass audio bodies through as bytes; any bytes will do
 
 # ----------------------------------------------------------------------------- the cases
@@ -130,6 +131,7 @@ CASES: list[Case] = [
             "huge_int",
             "uuid",
             "bytes",
+            "bytes_top",
             "set",
             "tensor",
             "ndarray_only",
@@ -201,6 +203,19 @@ CASES: list[Case] = [
     Case("body-audio-query", "describe", AUDIO, {"Content-Type": "audio/flac"}, "k=1"),
     Case("body-json", "describe", jsonb({"inputs": {"a": [1, 2]}, "parameters": {"p": "q"}}), JSON),
     Case("body-instances", "describe", jsonb({"instances": ["a", "b"]}), JSON),
+    # the request form of every task the stock toolkit serves (task_forms.json)
+    *(Case(f"task-{task}", "describe", jsonb(body), JSON) for task, body in TASK_FORMS["json"].items()),
+    *(
+        Case(f"task-{task}", "describe", image_bytes("JPEG"), {"Content-Type": "image/x-image"})
+        for task in TASK_FORMS["image"]
+    ),
+    *(Case(f"task-{task}", "describe", AUDIO, {"Content-Type": "audio/x-audio"}) for task in TASK_FORMS["audio"]),
+    Case(
+        "task-text-to-image",
+        "cases",
+        jsonb({"inputs": TASK_FORMS["text-to-image"]["inputs"]}),
+        {**JSON, "Accept": TASK_FORMS["text-to-image"]["accept"]},
+    ),
     # the legacy pipeline.py form
     Case("legacy-json", "legacy", jsonb({"inputs": "this is a test"}), JSON),
     Case("legacy-json-query", "legacy", jsonb({"inputs": "abc"}), JSON, "x=1"),
@@ -242,6 +257,7 @@ _JPG = "Accept: image/jpg is answered as JPEG (stock passes format 'JPG' to Pill
 _CTYPE_415 = "an unsupported Content-Type is a typed 415 (stock: 400 from a failed lookup)"
 _ACCEPT_406 = "an Accept the server cannot produce is a 406, decided before the handler runs (stock: 400 after it ran)"
 _NEGOTIATED = "Accept is negotiated: lists, q-values and wildcards (stock looks the header string up as is: 400)"
+_AS_ITSELF = "a bytes / torch.Tensor result goes out as itself (octet-stream, tensor/binary); stock: 400, orjson cannot"
 _SNIFFED = (
     "a body without a usable Content-Type is sniffed: tensor bytes or an image (diffusers' remote_encode sends none)"
 )
@@ -266,6 +282,9 @@ DOCUMENTED: dict[str, tuple[int, int, str]] = {
     "accept-q-value": (400, 200, _NEGOTIATED),
     "accept-image-any": (400, 200, _NEGOTIATED),
     "accept-tensor-binary": (400, 200, "tensor/binary responses are the project's protocol"),
+    "value-tensor": (400, 200, _AS_ITSELF),
+    "value-tensor-any": (400, 200, _AS_ITSELF),
+    "value-bytes_top": (400, 200, _AS_ITSELF),
 }
 
 #: Defects the server core still has: case id -> the exact difference (xfail, strict).

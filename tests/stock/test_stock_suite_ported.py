@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -270,30 +271,10 @@ def test_what_a_handler_raises_is_a_400_with_its_message(post, ours_urls, error:
 
 
 #: The request form of every task the stock toolkit serves (its integration tests), JSON forms.
-TASK_JSON_FORMS = {
-    "text-classification": {"inputs": "I love you. I like you"},
-    "zero-shot-classification": {
-        "inputs": "a device that broke",
-        "parameters": {"candidate_labels": ["refund", "faq"]},
-    },
-    "token-classification": {"inputs": "My name is Wolfgang and I live in Berlin"},
-    "question-answering": {"inputs": {"question": "What is used?", "context": "This model is used for inference."}},
-    "fill-mask": {"inputs": "Paris is the [MASK] of France."},
-    "summarization": {"inputs": "The tower is 324 metres tall. " * 8},
-    "translation_xx_to_yy": {"inputs": "My name is Sarah and I live in London"},
-    "text2text-generation": {"inputs": "question: What is 42 context: 42 is the answer."},
-    "text-generation": {"inputs": "My name is Philipp and I am", "parameters": {"max_new_tokens": 5}},
-    "feature-extraction": {"inputs": "What is the best book."},
-    "table-question-answering": {
-        "inputs": {"query": "How many stars?", "table": {"Repository": ["Transformers"], "Stars": ["36542"]}}
-    },
-    "conversational": {"inputs": [{"role": "user", "content": "Which movie is the best ?"}]},
-    "sentence-similarity": {"inputs": {"source_sentence": "an embedding", "sentences": ["an embedding", "other"]}},
-    "sentence-embeddings": {"inputs": "Lets create an embedding"},
-    "sentence-ranking": {"inputs": ["Lets create an embedding", "Lets create an embedding"]},
-    "image-text-to-text": {"inputs": {"images": "https://example.com/parrots.png", "text": "A photo of"}},
-    "vertex-ai-instances": {"instances": ["a", "b"], "parameters": {"top_k": 2}},
-}
+#: The request form of every task the stock toolkit serves (its integration tests), in one file for both
+#: this module and the side-by-side matrix.
+TASK_FORMS = json.loads((Path(__file__).parent / "task_forms.json").read_text())
+TASK_JSON_FORMS: dict[str, dict] = TASK_FORMS["json"]
 
 
 @pytest.mark.parametrize("task", list(TASK_JSON_FORMS))
@@ -306,9 +287,7 @@ def test_json_request_form_of_each_task_reaches_the_handler_unchanged(post, ours
     assert seen["data"] == body
 
 
-@pytest.mark.parametrize(
-    "task", ["image-classification", "object-detection", "image-segmentation", "zero-shot-image-classification"]
-)
+@pytest.mark.parametrize("task", TASK_FORMS["image"])
 def test_image_request_form_of_each_task(post, ours_urls, task: str) -> None:
     reply = post(ours_urls["describe"], image_bytes("JPEG", size=(32, 24)), {"Content-Type": "image/x-image"})
     assert reply.status == 200, reply.body
@@ -317,7 +296,7 @@ def test_image_request_form_of_each_task(post, ours_urls, task: str) -> None:
     assert (seen["data"]["inputs"]["mode"], seen["data"]["inputs"]["size"]) == ("RGB", [32, 24])
 
 
-@pytest.mark.parametrize("task", ["automatic-speech-recognition", "audio-classification"])
+@pytest.mark.parametrize("task", TASK_FORMS["audio"])
 def test_audio_request_form_of_each_task(post, ours_urls, task: str) -> None:
     body = b"fLaC\x00\x00\x00\x22" + bytes(range(256)) * 4
     reply = post(ours_urls["describe"], body, {"Content-Type": "audio/x-audio"})
@@ -327,7 +306,8 @@ def test_audio_request_form_of_each_task(post, ours_urls, task: str) -> None:
 
 
 def test_text_to_image_request_form(post, ours_urls) -> None:
-    reply = ask(post, ours_urls["cases"], {"inputs": "a man on a horse"}, accept="image/png")
+    form = TASK_FORMS["text-to-image"]
+    reply = ask(post, ours_urls["cases"], {"inputs": form["inputs"]}, accept=form["accept"])
     assert (reply.status, reply.content_type) == (200, "image/png")
     image = Image.open(io.BytesIO(reply.body))
     assert (image.format, image.mode, image.size) == ("PNG", "RGB", (24, 16))

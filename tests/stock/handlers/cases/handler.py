@@ -58,6 +58,7 @@ VALUES: dict[str, Any] = {
     "huge_int": {"n": 2**64},
     "uuid": {"id": uuid.UUID("12345678-1234-5678-1234-567812345678")},
     "bytes": {"raw": b"\x00\x01"},
+    "bytes_top": b"\x00\x01raw",
     "set": {"s": {1}},
     "tensor": torch.arange(4, dtype=torch.float32) / 4,
     "ndarray_only": np.arange(3, dtype=np.int64),
