@@ -190,7 +190,8 @@ def test_the_loader_refuses_bad_inputs(inputs: dict[str, Any], message: str) -> 
 
 def test_decode_equals_a_local_vae_decode_of_the_samples(sd: dict[str, Any], comfy_progress: type[Recorder]) -> None:
     latent = _latent((3, 4, 8, 8))  # a LATENT: the VAE's own space, no scaling anywhere
-    (image,) = run_node("RemoteVAEDecode", samples=latent, remote_vae=_loader(sd["decode"]))
+    config = _loader(sd["decode"], concurrency=2)  # two requests in flight, then the third
+    (image,) = run_node("RemoteVAEDecode", samples=latent, remote_vae=config)
     _image_ok(image)
     assert image.shape == (3, 64, 64, 3)
     with torch.no_grad():
