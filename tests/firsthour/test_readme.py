@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -96,6 +97,8 @@ def test_readme_commands_run_as_printed(tmp_path: Path) -> None:
     activate = Path(sys.prefix) / "bin" / "activate"
     if sys.prefix == sys.base_prefix or not activate.is_file():
         pytest.skip("the tests are not running in a virtualenv (the README's `source .venv/bin/activate` needs one)")
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed (apt-get install curl): the README's shell block uses it")
     (tmp_path / ".venv").symlink_to(sys.prefix, target_is_directory=True)
     port = free_port()
     script = to_script(readme_blocks((ROOT / "README.md").read_text()), port)
