@@ -5,8 +5,9 @@
 
 Everything runs as users run it: ``hf-remote-vae serve`` and ``hf-remote-vae ray-serve`` child processes
 (each with its own local Ray cluster), requests over loopback HTTP. Every process decodes on one torch
-thread (``OMP_NUM_THREADS=1``; a Ray replica with ``--num-cpus 1`` gets one), so 1 replica and the single
-server do the same work per request and 2 replicas can use both cores.
+thread (``OMP_NUM_THREADS=1``; a Ray replica with ``--num-cpus 1`` gets one) at the same priority (Ray's
+workers run at nice 15 by default; here at 0, like the server), so 1 replica and the single server do the
+same work per request and 2 replicas can use both cores.
 
 1. overhead: sequential requests for a small decode (64² uint8 tensor), alternating between the single
    server and ray-serve with 1 replica; the difference of the medians is what Ray's proxy and the
@@ -65,7 +66,9 @@ def single_server(repo: Path) -> Iterator[str]:
 
 def ray_serve(repo: Path, replicas: int) -> contextlib.AbstractContextManager[tuple[str, subprocess.Popen[str]]]:
     args = ["--replicas", str(replicas), "--num-cpus", "1", "--num-gpus", "0", "--ray-num-cpus", "2"]
-    return ray_serve_process(repo, args, env=ONE_THREAD)
+    # Ray runs its workers at nice 15; on a machine shared with other work that starves the replicas
+    # against the (nice 0) single server, so this comparison runs them at 0 too.
+    return ray_serve_process(repo, args, env={**ONE_THREAD, "RAY_worker_niceness": "0"})
 
 
 def post(url: str, z: torch.Tensor, raw: bool = False, timeout: float = 120) -> requests.Response:
@@ -171,7 +174,7 @@ def report(results: dict[str, Any]) -> str:
         "",
         f"{m['cpu']}, {m['cores']} cores shared with other work; load average (1, 5, 15 min) before the run"
         f" {m['load_average']}, after {m['load_average_after']}; Ray {results['ray']}.",
-        "SD v1 VAE, tiny random-weights config; every process decodes on one torch thread.",
+        "SD v1 VAE, tiny random-weights config; every process decodes on one torch thread, all at nice 0.",
         "Written by `python -m benchmarks.ray_scale`.",
         "",
         "## Overhead per request (64² uint8 tensor, sequential, alternating)",

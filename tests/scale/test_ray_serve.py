@@ -265,3 +265,16 @@ def test_autoscales_up_under_a_burst_and_back_down_when_idle(proxy_url: str, rep
     while _replica_counts() != {"RUNNING": 1} and time.monotonic() < deadline:
         time.sleep(1)
     assert _replica_counts() == {"RUNNING": 1}, "idle, the deployment did not scale back down"
+
+
+def test_scales_to_zero_when_idle_and_a_request_wakes_it(proxy_url: str, repo: Path) -> None:
+    _deploy(repo, min_replicas=0, max_replicas=1, downscale_delay_s=1.0)
+    deadline = time.monotonic() + 60
+    while _replica_counts().get("RUNNING", 0) and time.monotonic() < deadline:
+        time.sleep(1)
+    assert _replica_counts().get("RUNNING", 0) == 0, "idle, the deployment did not scale to zero"
+    started = time.monotonic()
+    answer = _post(proxy_url, _latents(8))  # held in Ray's proxy while a replica starts: no 503
+    assert answer.status_code == 200, answer.text
+    assert _replica_counts().get("RUNNING") == 1
+    assert time.monotonic() - started < 120
