@@ -46,7 +46,18 @@ def stock_available() -> bool:
     return STOCK_PYTHON.is_file()
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+#: Outcome of each request-matrix case that passed, by case id: "identical", "documented" or "status-only".
+MATRIX_OUTCOMES = pytest.StashKey[dict[str, str]]()
+
+
+@pytest.fixture
+def record_matrix(request: pytest.FixtureRequest):
+    """``record(case_id, outcome)``: the terminal summary counts the matrix by outcome."""
+    outcomes = request.config.stash.setdefault(MATRIX_OUTCOMES, {})
+    return outcomes.__setitem__
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, config: pytest.Config) -> None:
     ran_stock_tests = any(
         "tests/stock" in str(getattr(report, "fspath", ""))
         for reports in terminalreporter.stats.values()
@@ -54,6 +65,22 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     )
     if ran_stock_tests and not stock_available():
         terminalreporter.write_sep("!", STOCK_MISSING, red=True, bold=True)
+    counts: dict[str, int] = {}
+    outcomes = config.stash.get(MATRIX_OUTCOMES, {})
+    for status, reports in terminalreporter.stats.items():
+        if status not in ("passed", "failed", "xfailed", "xpassed", "skipped"):
+            continue
+        for report in reports:
+            nodeid = getattr(report, "nodeid", "")
+            if "test_same_as_stock[" not in nodeid or getattr(report, "when", "call") != "call":
+                continue
+            case = nodeid.split("[", 1)[1].rstrip("]")
+            key = {"xfailed": "defect (xfail)", "failed": "FAILED", "xpassed": "XPASS (defect fixed?)"}.get(status)
+            key = key or (outcomes.get(case, "passed") if status == "passed" else status)
+            counts[key] = counts.get(key, 0) + 1
+    if counts:
+        summary = ", ".join(f"{n} {k}" for k, n in sorted(counts.items(), key=lambda kv: -kv[1]))
+        terminalreporter.write_sep("-", f"stock request matrix: {summary}")
 
 
 @dataclass(frozen=True)
