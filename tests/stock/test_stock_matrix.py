@@ -82,6 +82,10 @@ CASES: list[Case] = [
     Case("echo-json-unicode", "echo", jsonb({"inputs": "héllo ✓ 日本"}), JSON),
     Case("echo-json-numbers", "echo", b'{"inputs": [1.0, 0.1, 1e300, -0.0, 3, 1.5e-7]}', JSON),
     Case("echo-json-nested", "echo", jsonb({"inputs": {"question": "q", "context": "c"}, "extra": [1, None]}), JSON),
+    Case("echo-json-nan-literal", "echo", b'{"inputs": NaN}', JSON),
+    Case("echo-json-huge-int", "echo", b'{"inputs": 18446744073709551616}', JSON),
+    Case("echo-json-duplicate-keys", "echo", b'{"inputs": "a", "inputs": "b"}', JSON),
+    Case("echo-json-null-inputs", "echo", b'{"inputs": null}', JSON),
     Case("echo-accept-any", "echo", jsonb({"inputs": "x"}), {**JSON, "Accept": "*/*"}),
     Case("echo-accept-json", "echo", jsonb({"inputs": "x"}), {**JSON, "Accept": "application/json"}),
     Case("echo-instances", "echo", jsonb({"instances": [1, 2], "parameters": {"p": 1}}), JSON),
@@ -91,6 +95,8 @@ CASES: list[Case] = [
     Case("echo-query-bools", "echo", jsonb({"inputs": "x"}), JSON, "t=true&f=false&T=True&F=False"),
     Case("echo-query-misc", "echo", jsonb({"inputs": "x"}), JSON, "empty=&zero=0&exp=1e3&word=abc&sp=a+b"),
     Case("echo-query-unicode-digits", "echo", jsonb({"inputs": "x"}), JSON, "n=%D9%A1%D9%A2"),
+    Case("echo-query-flag", "echo", jsonb({"inputs": "x"}), JSON, "flag&k=v"),
+    Case("echo-query-empty", "echo", jsonb({"inputs": "x"}), JSON, path="/?"),
     Case("echo-query-shape", "echo", jsonb({"inputs": "x"}), JSON, "shape=1&dtype=float32"),
     Case("echo-query-beside-parameters", "echo", jsonb({"inputs": "x", "parameters": {"b": 2}}), JSON, "a=1"),
     # def __call__(self, data): return self.run(**data)
@@ -124,6 +130,12 @@ CASES: list[Case] = [
             "ndarray_nan",
             "int_keys",
             "tuple",
+            "nan_top",
+            "datetime64",
+            "float32_nan",
+            "dataclass",
+            "enum",
+            "ordered_dict",
             "none",
             "string",
             "unicode",
@@ -234,6 +246,8 @@ CASES: list[Case] = [
         jsonb({"inputs": "x"}),
         {"Content-Type": "application/json; charset=utf-8"},
     ),
+    Case("ctype-json-no-space", "describe", jsonb({"inputs": "x"}), {"Content-Type": "application/json;charset=UTF-8"}),
+    Case("ctype-json-uppercase", "describe", jsonb({"inputs": "x"}), {"Content-Type": "Application/JSON"}),
     Case("ctype-none-json", "describe", jsonb({"inputs": "x"})),
     Case("ctype-none-image", "describe", image_bytes("PNG")),
     Case("ctype-octet-stream-image", "describe", image_bytes("PNG"), {"Content-Type": "application/octet-stream"}),
@@ -258,6 +272,7 @@ _CTYPE_415 = "an unsupported Content-Type is a typed 415 (stock: 400 from a fail
 _ACCEPT_406 = "an Accept the server cannot produce is a 406, decided before the handler runs (stock: 400 after it ran)"
 _NEGOTIATED = "Accept is negotiated: lists, q-values and wildcards (stock looks the header string up as is: 400)"
 _AS_ITSELF = "a bytes / torch.Tensor result goes out as itself (octet-stream, tensor/binary); stock: 400, orjson cannot"
+_MEDIA_TYPE = "Content-Type is parsed as a media type: parameters, spacing, case (stock looks the string up as is: 400)"
 _SNIFFED = (
     "a body without a usable Content-Type is sniffed: tensor bytes or an image (diffusers' remote_encode sends none)"
 )
@@ -271,7 +286,9 @@ DOCUMENTED: dict[str, tuple[int, int, str]] = {
     "ctype-text-csv": (400, 415, _CTYPE_415),
     "ctype-video": (400, 415, _CTYPE_415),
     "ctype-none-json": (400, 415, _CTYPE_415),
-    "ctype-json-lowercase-charset": (400, 200, "media-type parameters are parsed (stock matches the header string)"),
+    "ctype-json-lowercase-charset": (400, 200, _MEDIA_TYPE),
+    "ctype-json-no-space": (400, 200, _MEDIA_TYPE),
+    "ctype-json-uppercase": (400, 200, _MEDIA_TYPE),
     "ctype-none-image": (400, 200, _SNIFFED),
     "ctype-octet-stream-image": (400, 200, _SNIFFED),
     "accept-xml": (400, 406, _ACCEPT_406),
@@ -292,7 +309,14 @@ DEFECTS: dict[str, str] = {}
 
 #: Errors the server decides itself (bad JSON, no inputs, unreadable image): the same status and a JSON
 #: {"error"} body, with the server's own message (stock: the parser's bare message).
-STATUS_ONLY: set[str] = {"bad-json", "bad-empty-json", "bad-no-inputs", "bad-json-array", "bad-image-bytes"}
+STATUS_ONLY: set[str] = {
+    "bad-json",
+    "bad-empty-json",
+    "bad-no-inputs",
+    "bad-json-array",
+    "bad-image-bytes",
+    "echo-json-nan-literal",
+}
 
 
 def _params() -> list[object]:

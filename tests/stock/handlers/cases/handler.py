@@ -7,7 +7,10 @@
 - any other string: a text-to-image prompt; answers an RGB image derived from the prompt.
 """
 
+import collections
+import dataclasses
 import datetime
+import enum
 import hashlib
 import math
 import uuid
@@ -35,6 +38,16 @@ def make_image(mode: str) -> Image.Image:
     return image if mode == "RGBA" else image.convert(mode)
 
 
+@dataclasses.dataclass
+class Box:
+    label: str
+    score: float
+
+
+class Color(enum.Enum):
+    RED = "red"
+
+
 VALUES: dict[str, Any] = {
     "nan": {"value": math.nan},
     "inf": {"pos": math.inf, "neg": -math.inf},
@@ -51,6 +64,12 @@ VALUES: dict[str, Any] = {
     "ndarray_nan": {"m": np.array([np.nan, 1.0])},
     "int_keys": {1: "one", 2: "two"},
     "tuple": (1, "two", 3.0),
+    "nan_top": math.nan,
+    "datetime64": {"at": np.datetime64("2025-08-25T12:30:05")},
+    "float32_nan": {"m": np.array([np.nan, 0.1], dtype=np.float32)},
+    "dataclass": {"box": Box("cat", 0.5)},
+    "enum": {"color": Color.RED},
+    "ordered_dict": collections.OrderedDict([("b", 1), ("a", 2)]),
     "none": None,
     "string": "hello",
     "unicode": {"text": "héllo ✓ 日本"},
