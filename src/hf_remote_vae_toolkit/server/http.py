@@ -119,6 +119,9 @@ def _make_h11() -> type[asyncio.Protocol]:
             if not self.transport.is_closing():
                 self._arm_head_timer()
 
+        def _unsupported_upgrade_warning(self) -> None:
+            pass  # the request is answered as a plain one; uvicorn's warning would suggest installing websockets
+
     return H11
 
 
