@@ -199,3 +199,18 @@ def test_device_jpeg_encodes_the_first_image_and_falls_back_once_broken() -> Non
     assert Image.open(io.BytesIO(body)).size == (24, 16)
     assert fast.jpeg_failed == "RuntimeError: nvjpeg is not available"
     assert fast.jpeg_on_device(images, 90) is None  # and every later one goes to the CPU path directly
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("family", ["hunyuanvideo", "wan"])
+def test_video_vaes_decode_the_same_with_channels_last_3d_weights(family: str) -> None:
+    # what load_vae does to a video VAE on CUDA; every reshape in diffusers' decoders must accept that layout
+    vae = get_family(family).build_random("tiny").eval()
+    z = torch.randn(1, 16, 2, 4, 4, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        before = vae.decode(z).sample
+    to_channels_last(vae)
+    assert any(p.ndim == 5 and p.is_contiguous(memory_format=torch.channels_last_3d) for p in vae.parameters())
+    with torch.inference_mode():
+        after = vae.decode(input_format(z, CUDA)).sample
+    assert after.shape == before.shape and torch.allclose(before, after, atol=1e-5)

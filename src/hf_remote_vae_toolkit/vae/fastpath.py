@@ -37,6 +37,7 @@ __all__ = [
     "use_compile",
     "tune_module",
     "to_channels_last",
+    "to_contiguous",
     "input_format",
     "device_jpeg_encoder",
     "DeviceJpeg",
@@ -64,6 +65,15 @@ def to_channels_last(module: torch.nn.Module) -> torch.nn.Module:
                 tensor.data = tensor.data.contiguous(memory_format=torch.channels_last)
             elif tensor.ndim == 5:
                 tensor.data = tensor.data.contiguous(memory_format=torch.channels_last_3d)
+    return module
+
+
+def to_contiguous(module: torch.nn.Module) -> torch.nn.Module:
+    """Undo ``to_channels_last``: every weight back in the default (contiguous) layout (for comparisons)."""
+    with torch.no_grad():
+        for tensor in [*module.parameters(), *module.buffers()]:
+            if tensor.ndim >= 4:
+                tensor.data = tensor.data.contiguous()
     return module
 
 
@@ -247,6 +257,9 @@ class FastPath:
         else:
             self.jpeg = jpeg or None
         self._copy_stream: Any = torch.cuda.Stream(device) if self.cuda else None
+        # device JPEG encodes run in the server's threads: on their own stream, not queued behind the worker's
+        # later decodes on the compute stream
+        self._encode_stream: Any = torch.cuda.Stream(device) if self.cuda else None
         self._jpeg_lock = threading.Lock()  # one encoder, many server threads
         self.jpeg_failed: str | None = None
 
@@ -286,7 +299,7 @@ class FastPath:
         encoder = self.jpeg
         if encoder is None or self.jpeg_failed:
             return None
-        chw = images_hwc[0].permute(2, 0, 1)
+        chw = images_hwc[0].permute(2, 0, 1).contiguous()  # planar, made on the compute stream
         event = None
         if self.cuda:
             event = torch.cuda.Event()
@@ -294,7 +307,7 @@ class FastPath:
 
         def encode(image: torch.Tensor) -> bytes:
             try:
-                with self._jpeg_lock:
+                with self._jpeg_lock, self._on_encode_stream(image):
                     return encoder([image], quality)[0]
             except Exception as exc:  # a broken device encoder: say so once, then the CPU serves
                 self.jpeg_failed = f"{type(exc).__name__}: {exc}"
@@ -304,6 +317,15 @@ class FastPath:
                 return encode_jpeg(image.permute(1, 2, 0).cpu().contiguous(), quality=quality)
 
         return Pending(chw, event, encode)
+
+    @contextlib.contextmanager
+    def _on_encode_stream(self, image: torch.Tensor) -> Iterator[None]:
+        if self._encode_stream is None:
+            yield
+            return
+        image.record_stream(self._encode_stream)  # its memory is not reused before the encode is done
+        with torch.cuda.stream(self._encode_stream):
+            yield
 
     def result(self, pending: Pending) -> Any:
         """What ``call_batch`` returns for ``pending``: itself (waited on later) when deferring, else its value."""
