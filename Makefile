@@ -145,3 +145,17 @@ bench-ray: install-ray
 
 test-firsthour: install
 	$(BIN)/python -m pytest tests/firsthour tests/client/test_client_dropin.py $(PYTEST_ARGS)
+
+# The GPU fast path, measured: one prepared run (benchmarks/gpu_fast.py, under 8 minutes on an H100/H200):
+# eager vs compiled decode per family at 512/1024/2048, GPU vs CPU JPEG, HTTP vs in-process per output type,
+# HunyuanVideo/Wan raw vs MP4, batching at concurrency 1/4/16, client peak memory; each target next to its
+# value. Writes benchmarks/results/gpu-fast-<gpu>-<date>.md (or into $OUT). Needs no install step, so it runs
+# as is on a lent GPU machine (its python3, PYTHONPATH with the carried wheels: benchmarks/README.md).
+# BENCH_GPU_ARGS=--dry-run: every step at tiny size on the CPU (tests/fastpath runs it).
+BENCH_PYTHON ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,$(PYTHON))
+BENCH_GPU_ARGS ?=
+
+.PHONY: bench-gpu
+
+bench-gpu:
+	PYTHONPATH="$(CURDIR)/src:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" PYTHONUNBUFFERED=1 $(BENCH_PYTHON) -m benchmarks.gpu_fast $(BENCH_GPU_ARGS)
