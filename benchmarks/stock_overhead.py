@@ -39,6 +39,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from benchmarks.report import update_index
+
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 STOCK_APP = "huggingface_inference_toolkit.webservice_starlette:app"
@@ -288,6 +290,7 @@ def write_report(result: dict[str, Any], out_dir: Path) -> Path:
             f"{', '.join(f'{v:.2f}' for v in row['round_ratios'])} |"
         )
     stem.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    update_index(out_dir)  # results/README.md lists every report
     return stem.with_suffix(".md")
 
 
