@@ -160,6 +160,10 @@ def test_errors_keep_their_status_and_body(proxy_url: str, single_url: str) -> N
     through_ray = requests.post(f"{proxy_url}/", params=bad_shape, headers=accept, timeout=30)
     single = requests.post(f"{single_url}/", params=bad_shape, headers=accept, timeout=30)
     assert (through_ray.status_code, through_ray.json()) == (single.status_code, single.json()) == (406, single.json())
+    # a client's request id comes back once, as from the single server
+    for url in (proxy_url, single_url):
+        answer = requests.post(f"{url}/", params=bad_shape, headers={"X-Request-Id": "abc123"}, timeout=30)
+        assert answer.headers["x-request-id"] == "abc123"
     metrics = requests.get(f"{proxy_url}/metrics", timeout=10)
     assert "inf_queue_size" in metrics.text
 
