@@ -128,7 +128,7 @@ test-comfyui: install
 
 # Ray Serve scale-out (docs/scale-out.md): the ray extra into .venv, its tests (tests/scale: the ones on a local
 # Ray cluster are marked slow, ~4 min on 2 cores; without the extra they all skip), and the benchmark
-# (~5 min; writes benchmarks/results/ray-scale.md and .json).
+# (~5 min; writes benchmarks/results/ray-scale-<date>.md and .json).
 install-ray: install
 	$(BIN)/pip install --quiet -e ".[ray]"
 
@@ -159,3 +159,21 @@ BENCH_GPU_ARGS ?=
 
 bench-gpu:
 	PYTHONPATH="$(CURDIR)/src:$(CURDIR)$${PYTHONPATH:+:$$PYTHONPATH}" PYTHONUNBUFFERED=1 $(BENCH_PYTHON) -m benchmarks.gpu_fast $(BENCH_GPU_ARGS)
+
+# The stress suite (benchmarks/stress): a fuzzer of malformed requests, a burst of 10x the queue, a soak
+# whose every answer is checked against a local decode, slow bodies, idle connections, disconnects, worker
+# faults, SIGTERM under load and API_TOKEN checks, against real servers on both HTTP parsers. `make stress`
+# runs small counts (a few minutes on 2 cores); `make stress-full` the issue's (10,000 fuzzed, 10,000 soak).
+# STRESS_ARGS adds options (--fuzz N --soak N --parsers h11). Report: benchmarks/results/stress-DATE*.md.
+STRESS_ARGS ?=
+
+.PHONY: stress stress-full test-reliability
+
+stress: install
+	$(BIN)/python -m benchmarks.stress $(STRESS_ARGS)
+
+stress-full: install
+	$(BIN)/python -m benchmarks.stress --full $(STRESS_ARGS)
+
+test-reliability: install
+	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)

@@ -1,6 +1,6 @@
 """Ray Serve scale-out on this machine's CPUs: overhead per request, 1 vs 2 replicas, a replica killed.
 
-    python -m benchmarks.ray_scale                 # about 3 minutes on 2 cores; writes benchmarks/results/
+    python -m benchmarks.ray_scale                 # about 5 minutes on 2 cores; writes benchmarks/results/ray-scale-<date>.md
     python -m benchmarks.ray_scale --quick --out /tmp/ray-bench   # smoke run, numbers meaningless
 
 Everything runs as users run it: ``hf-remote-vae serve`` and ``hf-remote-vae ray-serve`` child processes
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import json
 import os
 import signal
@@ -38,6 +39,7 @@ import requests
 import torch
 
 from benchmarks.common import load_average, machine_info, make_repo
+from benchmarks.report import update_index
 from hf_remote_vae_toolkit.scale.process import ray_serve_process, replica_pids
 from hf_remote_vae_toolkit.testing import free_port, wait_healthy
 
@@ -263,9 +265,10 @@ def main(argv: list[str] | None = None) -> int:
     }
     results["machine"]["load_average_after"] = load_average()
     args.out.mkdir(parents=True, exist_ok=True)
-    stem = "ray-scale" + ("-quick" if args.quick else "")
+    stem = "ray-scale-" + ("quick-" if args.quick else "") + dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
     (args.out / f"{stem}.json").write_text(json.dumps(results, indent=2) + "\n")
     (args.out / f"{stem}.md").write_text(report(results))
+    update_index(args.out)
     print(report(results))
     return 0
 
