@@ -111,6 +111,9 @@ CASES: list[Case] = [
         for name in ("ValueError", "KeyError", "TypeError", "RuntimeError", "AssertionError", "ZeroDivisionError")
     ),
     Case("raise-not-a-string", "cases", jsonb({"inputs": 3}), JSON),
+    Case("raise-accept-png", "cases", jsonb({"inputs": "raise:ValueError"}), {**JSON, "Accept": "image/png"}),
+    Case("raise-image-body", "cases", image_bytes("PNG"), {"Content-Type": "image/png"}),
+    Case("raise-query", "cases", jsonb({"inputs": "raise:KeyError"}), JSON, "a=1"),
     # JSON results (orjson semantics on the stock toolkit)
     *(
         Case(f"value-{name}", "cases", jsonb({"inputs": name}), JSON)
