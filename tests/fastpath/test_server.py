@@ -144,10 +144,17 @@ def test_handler_call_resolves_deferred_results(handler: Any, fast: Any) -> None
 
 
 def test_a_wrong_warmup_shape_fails_the_start_up_with_the_expected_layout(model_repo: Callable[[str], Path]) -> None:
-    with pytest.raises(ValueError, match=r"WARMUP_SHAPES: 1x16x8x8 is not a shape .* expected latents \[B, 4, h, w\]"):
+    with pytest.raises(ValueError, match=r"none of 1x16x8x8 is a shape .* expected latents \[B, 4, h, w\]"):
         load_handler(model_repo("sd-v1-decode"), environ={"WARMUP_SHAPES": "1x16x8x8"})
-    with pytest.raises(ValueError, match=r"expected images \[B, 3, H, W\] \(H and W multiples of 8\)"):
+    with pytest.raises(ValueError, match=r"1x3x60x64 is not images \[B, 3, H, W\] \(H and W multiples of 8\)"):
         load_handler(model_repo("sd-v1-encode"), environ={"WARMUP_SHAPES": "1x3x60x64"})
+
+
+def test_one_warmup_list_may_serve_several_families(model_repo: Callable[[str], Path]) -> None:
+    shared = {"WARMUP_SHAPES": "1x4x8x8,1x16x8x8,1x16x2x8x8,1x3x64x64"}
+    assert load_handler(model_repo("sd-v1-decode"), environ=shared).warmup_shapes == [(1, 4, 8, 8)]
+    assert load_handler(model_repo("flux-decode"), environ=shared).warmup_shapes == [(1, 16, 8, 8)]
+    assert load_handler(model_repo("sd-v1-encode"), environ=shared).warmup_shapes == [(1, 3, 64, 64)]
 
 
 def test_warmup_runs_each_shape_in_the_servers_start_up(

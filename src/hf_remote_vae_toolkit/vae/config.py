@@ -17,8 +17,9 @@ variable                   meaning                                              
                            encoder for the warmed shapes (``vae/fastpath.py``)          CUDA, off on
                                                                                        a CPU
 ``WARMUP_SHAPES``          latent shapes (decode) or image shapes (encode) warmed       the family's
-                           before the port opens, ``BxCxHxW`` comma-separated; a       (CUDA), one
-                           compiled handler runs other shapes eagerly                   small call
+                           before the port opens, ``BxCxHxW`` comma-separated (other    512² and 1024²
+                           families' shapes in the list are skipped); a compiled        (CUDA), one
+                           handler runs any other shape eagerly                        small call
                                                                                        (CPU)
 =========================  ==========================================================  ==============
 """

@@ -61,20 +61,30 @@ class _Warming:
         return part in self.loaded.compiled
 
     def _shapes(self, latent: bool) -> list[tuple[int, ...]]:
+        """The shapes to warm. One ``WARMUP_SHAPES`` may list several families' shapes (one environment for
+        many endpoints): shapes with another channel count or rank are skipped, and it is an error only when
+        none is this handler's, or when one of its own is malformed."""
         configured = self.config.warmup_shapes
         c = self.loaded.latent_channels if latent else 3
         f = self.loaded.family.spatial_factor
         if configured is None:
             full = self.loaded.device.type == "cuda" or bool(self.loaded.compiled)
             return default_warmup_shapes(c, f, full, latent=latent)
-        for shape in configured:
-            what = f"latents [B, {c}, h, w]" if latent else f"images [B, 3, H, W] (H and W multiples of {f})"
-            if len(shape) != 4 or shape[1] != c or (not latent and (shape[2] % f or shape[3] % f)):
-                raise ValueError(
-                    f"WARMUP_SHAPES: {'x'.join(map(str, shape))} is not a shape {type(self).__name__} for "
-                    f"{self.loaded.family.name} serves: expected {what}"
-                )
-        return list(configured)
+        what = f"latents [B, {c}, h, w]" if latent else f"images [B, 3, H, W] (H and W multiples of {f})"
+        own = [shape for shape in configured if len(shape) == 4 and shape[1] == c]
+        for shape in own:
+            if not latent and (shape[2] % f or shape[3] % f):
+                raise ValueError(f"WARMUP_SHAPES: {'x'.join(map(str, shape))} is not {what}")
+        if configured and not own:
+            listed = ",".join("x".join(map(str, shape)) for shape in configured)
+            raise ValueError(
+                f"WARMUP_SHAPES: none of {listed} is a shape {type(self).__name__} for {self.loaded.family.name} "
+                f"serves: expected {what}"
+            )
+        skipped = [shape for shape in configured if shape not in own]
+        if skipped:
+            log.info("WARMUP_SHAPES: %s not for %s (%s), skipped", skipped, self.loaded.family.name, what)
+        return own
 
     @contextlib.contextmanager
     def _admitting(self, part: str) -> Iterator[None]:
