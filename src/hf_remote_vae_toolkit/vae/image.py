@@ -71,7 +71,7 @@ class _Warming:
             full = self.loaded.device.type == "cuda" or bool(self.loaded.compiled)
             return default_warmup_shapes(c, f, full, latent=latent)
         what = f"latents [B, {c}, h, w]" if latent else f"images [B, 3, H, W] (H and W multiples of {f})"
-        own = [shape for shape in configured if len(shape) == 4 and shape[1] == c]
+        own: list[tuple[int, ...]] = [shape for shape in configured if len(shape) == 4 and shape[1] == c]
         for shape in own:
             if not latent and (shape[2] % f or shape[3] % f):
                 raise ValueError(f"WARMUP_SHAPES: {'x'.join(map(str, shape))} is not {what}")
