@@ -9,7 +9,8 @@ Revision from ``HF_REVISION`` (default ``main``), token from ``HF_HUB_TOKEN`` (o
 The repo goes into the Hugging Face cache first (``snapshot_download`` without ``local_dir``): that
 one call serves the Hub and, with ``HF_HUB_OFFLINE=1``, a pre-populated cache, which is how the
 tests run it. ``MODEL_DIR`` then gets one symlink per file pointing at the cached blob, so the
-weights are not stored twice. A ``MODEL_DIR`` that already holds files is kept as it is (the
+weights are not stored twice. The work is the server's own ``loader.download_into`` (one
+implementation for the container and ``hf-remote-vae serve`` with ``HF_MODEL_ID``). A ``MODEL_DIR`` that already holds files is kept as it is (the
 contract downloads only into an empty directory), which makes a restart with a volume cheap.
 
 Exit status: 0 ready, 1 the download failed (one line on stderr says why and what to check).
@@ -20,20 +21,6 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-
-
-def _link_snapshot(snapshot: Path, model_dir: Path) -> int:
-    """Mirror ``snapshot``'s tree into ``model_dir`` as absolute symlinks; return the file count."""
-    count = 0
-    for root, _dirs, files in os.walk(snapshot):
-        for name in files:
-            source = Path(root) / name
-            target = model_dir / source.relative_to(snapshot)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # the cache's own links are relative (../../blobs/...): resolve them, or they break here
-            target.symlink_to(source.resolve())
-            count += 1
-    return count
 
 
 def main(argv: list[str]) -> int:
@@ -48,11 +35,11 @@ def main(argv: list[str]) -> int:
         print(f"entrypoint: {model_dir} is not empty; using it as is (no download of {repo_id})", file=sys.stderr)
         return 0
 
-    from huggingface_hub import snapshot_download
+    from hf_remote_vae_toolkit.server.loader import download_into  # the server's own download, one implementation
 
     print(f"entrypoint: downloading {repo_id}@{revision} into {model_dir}", file=sys.stderr)
     try:
-        snapshot = Path(snapshot_download(repo_id=repo_id, revision=revision, token=token))
+        count = download_into(repo_id, revision, token, model_dir)
     except Exception as exc:
         print(
             f"entrypoint: error: could not download {repo_id}@{revision}: {type(exc).__name__}: {exc}\n"
@@ -60,8 +47,6 @@ def main(argv: list[str]) -> int:
             file=sys.stderr,
         )
         return 1
-    model_dir.mkdir(parents=True, exist_ok=True)
-    count = _link_snapshot(snapshot, model_dir)
     print(f"entrypoint: {count} files of {repo_id} ready in {model_dir}", file=sys.stderr)
     return 0
 

@@ -11,14 +11,13 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
 from ..settings import Settings
 
-__all__ = ["HandlerLoadError", "ensure_model_dir", "find_handler_file", "load_handler"]
+__all__ = ["HandlerLoadError", "download_into", "ensure_model_dir", "find_handler_file", "load_handler"]
 
 log = logging.getLogger("hf_remote_vae_toolkit")
 
@@ -39,9 +38,8 @@ def ensure_model_dir(settings: Settings) -> Path:
     empty = not path.exists() or not any(path.iterdir())
     if settings.model_id and empty:
         log.info("Downloading %s@%s into %s", settings.model_id, settings.revision, path)
-        path.mkdir(parents=True, exist_ok=True)
         try:
-            _download(settings.model_id, settings.revision, settings.hub_token, path)
+            download_into(settings.model_id, settings.revision, settings.hub_token, path)
         except Exception as exc:
             raise HandlerLoadError(
                 f"could not download {settings.model_id}@{settings.revision}: {exc}",
@@ -55,16 +53,25 @@ def ensure_model_dir(settings: Settings) -> Path:
     return path
 
 
-def _download(repo_id: str, revision: str, token: str | None, target: Path) -> None:
-    """The repo's files into ``target``: straight there when online; from the Hugging Face cache
-    when offline (``HF_HUB_OFFLINE=1``: ``local_dir`` downloads do not read the cache)."""
-    from huggingface_hub import constants, snapshot_download
+def download_into(repo_id: str, revision: str, token: str | None, target: Path) -> int:
+    """Put the Hub repo's files into ``target`` and return how many: the repo goes into the Hugging Face
+    cache (``snapshot_download``: the Hub, or with ``HF_HUB_OFFLINE=1`` a pre-populated cache), and
+    ``target`` gets one absolute symlink per file pointing at the cached blob, so weights are not stored twice.
+    The container's entrypoint (``docker/fetch_model.py``) and ``ensure_model_dir`` both use it."""
+    from huggingface_hub import snapshot_download
 
-    if not constants.HF_HUB_OFFLINE:
-        snapshot_download(repo_id=repo_id, revision=revision, token=token, local_dir=str(target))
-        return
-    cached = snapshot_download(repo_id=repo_id, revision=revision, token=token)
-    shutil.copytree(cached, target, dirs_exist_ok=True)  # follows the cache's symlinks to real files
+    snapshot = Path(snapshot_download(repo_id=repo_id, revision=revision, token=token))
+    target.mkdir(parents=True, exist_ok=True)  # only once the download worked: no half-made directory
+    count = 0
+    for root, _dirs, files in os.walk(snapshot):
+        for name in files:
+            source = Path(root) / name
+            link = target / source.relative_to(snapshot)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            # the cache's own links are relative (../../blobs/...): resolve them, or they break here
+            link.symlink_to(source.resolve())
+            count += 1
+    return count
 
 
 def find_handler_file(model_dir: Path, pipeline_name: str = "handler.py") -> tuple[Path, str] | None:
