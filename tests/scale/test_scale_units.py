@@ -50,6 +50,15 @@ def test_policy_counts_requests_waiting_in_rays_proxy_at_the_mean_service_time()
     assert policy.desired_replicas(metrics, requests_at_ray=10) == 5
 
 
+def test_policy_weighs_service_times_by_requests_served() -> None:
+    policy = QueueBacklogPolicy(target_backlog_s=1.0)
+    # a replica that served 100 requests at 1 s, a new one (nothing served, the default 0.05 s); 4 wait at Ray
+    metrics = _metrics(
+        backlog_s=[0.0, 0.0], in_flight=[0, 0], seconds_per_request=[1.0, DEFAULT_SECONDS_PER_REQUEST], handled=[100, 0]
+    )
+    assert policy.desired_replicas(metrics, requests_at_ray=4) == 4  # 4 x 1 s, not 4 x 0.525 s
+
+
 def test_policy_idle_is_zero_and_any_work_is_at_least_one() -> None:
     policy = QueueBacklogPolicy()
     assert policy.desired_replicas({}, requests_at_ray=0) == 0

@@ -181,8 +181,9 @@ def replica_stats(app: Any) -> dict[str, float]:
     """A replica's load, from the app's own metrics: what ``record_autoscaling_stats`` reports.
 
     ``in_flight``: requests inside the app (queued, running or being encoded); ``queued``: the scheduler's
-    queue (``inf_queue_size``); ``seconds_per_request``: mean handler time per request so far;
-    ``backlog_s``: ``in_flight x seconds_per_request``, the work this replica has yet to do.
+    queue (``inf_queue_size``); ``handled``: requests its handler has run; ``seconds_per_request``: their
+    mean handler time (a default before the first); ``backlog_s``: ``in_flight x seconds_per_request``,
+    the work this replica has yet to do.
     """
     registry = app.state.metrics.registry
 
@@ -195,6 +196,7 @@ def replica_stats(app: Any) -> dict[str, float]:
     return {
         "in_flight": in_flight,
         "queued": value("inf_queue_size"),
+        "handled": handled,
         "seconds_per_request": per_request,
         "backlog_s": in_flight * per_request,
     }
@@ -218,8 +220,15 @@ class QueueBacklogPolicy:
         """The replica count for ``metrics`` (name -> replica -> value) and Ray's ongoing request count."""
         backlog = sum(metrics.get("backlog_s", {}).values())
         in_flight = sum(metrics.get("in_flight", {}).values())
-        rates = list(metrics.get("seconds_per_request", {}).values())
-        per_request = sum(rates) / len(rates) if rates else DEFAULT_SECONDS_PER_REQUEST
+        # the replicas' mean service time, weighted by what each has served (a new replica knows nothing yet)
+        rates, counts = metrics.get("seconds_per_request", {}), metrics.get("handled", {})
+        served = sum(counts.get(replica, 0.0) for replica in rates)
+        if served > 0:
+            per_request = sum(rate * counts.get(replica, 0.0) for replica, rate in rates.items()) / served
+        elif rates:
+            per_request = sum(rates.values()) / len(rates)
+        else:
+            per_request = DEFAULT_SECONDS_PER_REQUEST
         waiting_at_ray = max(0.0, requests_at_ray - in_flight)
         work_s = backlog + waiting_at_ray * per_request
         if work_s <= 0 and requests_at_ray <= 0:
