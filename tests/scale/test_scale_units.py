@@ -207,3 +207,44 @@ def test_replica_headers_add_the_replica_and_keep_one_request_id() -> None:
     assert response.headers["x-replica-id"] == "r-1"
     assert response.headers["shape"] == "[1,3,8,8]"
     assert "x-request-id" not in response.headers  # Ray's proxy adds it, once
+
+
+# --------------------------------------------------------------------------- what a replica reports
+
+
+@pytest.mark.slow  # loads and warms a tiny VAE: ~10 s on 2 busy cores
+def test_replica_stats_read_the_apps_own_metrics(tmp_path: Any) -> None:
+    """The names replica_stats reads must be the server's: after one decode it has served 1, in ~its time."""
+    import time
+
+    import torch
+
+    from hf_remote_vae_toolkit.scale.ray_serve import replica_stats
+    from hf_remote_vae_toolkit.server.app import create_app
+    from hf_remote_vae_toolkit.settings import Settings
+    from hf_remote_vae_toolkit.vae.repo import init_repo
+
+    repo = init_repo("sd-v1-decode", tmp_path / "repo", random_weights="tiny")
+    app = create_app(Settings(model_dir=str(repo)))
+    with TestClient(app) as client:
+        idle = replica_stats(app)
+        assert idle == {
+            "in_flight": 0.0,
+            "queued": 0.0,
+            "handled": 0.0,
+            "seconds_per_request": DEFAULT_SECONDS_PER_REQUEST,
+            "backlog_s": 0.0,
+        }
+        z = torch.zeros(1, 4, 8, 8)
+        started = time.perf_counter()
+        response = client.post(
+            "/",
+            params={"shape": [1, 4, 8, 8], "dtype": "float32", "output_type": "pt"},
+            content=z.numpy().tobytes(),
+            headers={"Content-Type": "tensor/binary", "Accept": "tensor/binary"},
+        )
+        elapsed = time.perf_counter() - started
+        assert response.status_code == 200, response.text
+        served = replica_stats(app)
+    assert served["handled"] == 1.0 and served["in_flight"] == 0.0 and served["backlog_s"] == 0.0
+    assert 0.0 < served["seconds_per_request"] <= elapsed
