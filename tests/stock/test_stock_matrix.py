@@ -378,3 +378,20 @@ def test_health_same_as_stock(pair, path: str) -> None:
         finally:
             conn.close()
     assert replies[1] == replies[0]
+
+
+def test_handler_file_named_by_hf_default_pipeline_name() -> None:
+    """HF_DEFAULT_PIPELINE_NAME names the handler file (the stock toolkit's const.py); both servers load it."""
+    from hf_remote_vae_toolkit.testing import serving_process
+
+    from .conftest import HANDLERS, send, stock_servers
+
+    model = f"{HANDLERS / 'custom_name'}/"
+    env = {"HF_DEFAULT_PIPELINE_NAME": "endpoint.py"}
+    body, headers = jsonb({"inputs": "x"}), {**JSON}
+    with stock_servers(("custom_name",), dirs={"custom_name": model}, extra_env=env) as stock:
+        stock_reply = send(stock["custom_name"], body, headers)
+    with serving_process(model, env=env) as (url, _):
+        ours_reply = send(url, body, headers)
+    assert stock_reply == ours_reply
+    assert json.loads(ours_reply.body) == {"file": "endpoint.py", "data": {"inputs": "x"}}
