@@ -40,13 +40,15 @@ def _json_v0(**extra: Any) -> dict[str, Any]:
 
 
 def test_an_accept_key_in_the_body_does_not_override_the_negotiated_accept(sd_url: str) -> None:
-    # before: data.setdefault("accept") kept the body's value, the decode ran, then the answer was a 406
+    # before: data.setdefault("accept") kept the body's value, the decode ran as a PNG, then the answer
+    # (a PIL image for a tensor/binary client) was a 406
     r = requests.post(
-        sd_url, json=_json_v0(accept="image/png"), headers={"Accept": protocol.IMAGE_JPEG}, timeout=TIMEOUT
+        sd_url, json=_json_v0(accept="image/png"), headers={"Accept": protocol.TENSOR_BINARY}, timeout=TIMEOUT
     )
     assert r.status_code == 200, r.text
-    assert r.headers["content-type"] == protocol.IMAGE_JPEG
-    assert Image.open(io.BytesIO(r.content)).format == "JPEG"
+    assert r.headers["content-type"] == protocol.TENSOR_BINARY
+    images = protocol.tensor_from_response(r.content, r.headers)
+    assert images.shape == (1, 3, 64, 64) and 0 <= float(images.min()) and float(images.max()) <= 1
 
 
 def test_a_body_key_named_like_the_old_parse_cache_is_just_data(sd_url: str) -> None:
