@@ -142,7 +142,7 @@ def _decode_image(body: bytes, query: dict[str, Any]) -> dict[str, Any]:
 
 #: Image formats a handler with a parse step is given (``lazy_images``): what cameras, browsers and
 #: diffusion tools write. Others (EPS and PostScript through Ghostscript, PDF, exotic formats) are a 415.
-LAZY_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF", "MPO")
+LAZY_IMAGE_FORMATS = ("PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF")
 
 
 def open_image_header(body: bytes) -> Image.Image:
