@@ -1,0 +1,269 @@
+"""Streamed video decode (issue 17): chunked decode equal to the one-shot one, a fragmented MP4 and uint8 frames
+sent while the decoder runs, diffusers' plain MP4 unchanged, a failure mid-stream seen as a truncated stream,
+and a client that leaves stopping the decode. Real server on loopback, tiny real diffusers VAEs, float32 CPU.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import av
+import numpy as np
+import pytest
+import requests
+import torch
+from diffusers.utils.remote_utils import remote_decode as diffusers_remote_decode
+
+from hf_remote_vae_toolkit.client import remote_decode
+from hf_remote_vae_toolkit.client.streaming import StreamTruncated, iter_decode_frames, stream_decode_to_file
+from hf_remote_vae_toolkit.testing import running_server
+from hf_remote_vae_toolkit.vae.video import VideoDecodeHandler
+from hf_remote_vae_toolkit.vae.video_stream import Mp4Fragments, chunked_decode, count_chunks
+
+from .conftest import VideoRepo
+
+
+def _latents(shape: tuple[int, ...], seed: int = 0) -> torch.Tensor:
+    return torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+
+
+def _post(url: str, z: torch.Tensor, accept: str, *, lazy: bool = False, **params: Any) -> requests.Response:
+    query = {"shape": list(z.shape), "dtype": "float32", **params}
+    headers = {"Content-Type": "tensor/binary", "Accept": accept}
+    data = z.contiguous().numpy().tobytes()
+    return requests.post(url, params=query, data=data, headers=headers, timeout=120, stream=lazy)
+
+
+def _mp4_frames(data: bytes) -> np.ndarray:
+    with av.open(io.BytesIO(data)) as container:
+        return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    mse = float(((a.astype(np.float64) - b.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * float(np.log10(255**2 / mse))
+
+
+def _handler(repo: VideoRepo) -> VideoDecodeHandler:
+    cls = type("EndpointHandler", (VideoDecodeHandler,), {"family": repo.family})
+    return cls(str(repo.path))
+
+
+# --------------------------------------------------------------------------- chunked decode, locally
+
+
+@pytest.mark.parametrize(
+    ("family", "frames", "tiled"),
+    [
+        ("wan", 6, False),
+        ("wan", 3, True),
+        ("hunyuanvideo", 3, False),
+        ("hunyuanvideo", 9, False),
+        ("hunyuanvideo", 6, True),
+    ],
+)
+def test_chunked_decode_equals_one_shot(
+    video_repos: dict[str, VideoRepo], family: str, frames: int, tiled: bool
+) -> None:
+    vae = video_repos[family].vae
+    z = _latents((1, 16, frames, 6, 6), seed=frames)
+    if tiled:
+        vae.enable_tiling(
+            tile_sample_min_height=32,
+            tile_sample_min_width=32,
+            tile_sample_stride_height=24,
+            tile_sample_stride_width=24,
+        )
+    try:
+        with torch.inference_mode():
+            whole = vae.decode(z).sample
+            chunks = list(chunked_decode(vae, z))
+        assert len(chunks) == count_chunks(vae, frames)
+    finally:
+        vae.disable_tiling()
+    if not tiled:
+        assert len(chunks) > 1 or frames <= 4  # really in pieces
+    assert torch.equal(torch.cat(chunks, dim=2), whole)  # bit-equal: the same calls in the same order
+
+
+def test_fragmented_mp4_has_the_plain_files_frames() -> None:
+    from hf_remote_vae_toolkit.vae.mp4 import encode_mp4
+
+    frames = np.random.default_rng(0).integers(0, 256, (20, 48, 64, 3), dtype=np.uint8)
+    pieces: list[bytes] = []
+    writer = Mp4Fragments(pieces.append, fps=16, crf=18)
+    writer.write(frames[:1])
+    assert pieces and pieces[0][4:8] == b"ftyp"  # the header leaves with the first chunk
+    writer.write(frames[1:])
+    writer.close()
+    streamed = b"".join(pieces)
+    assert b"moof" in streamed  # fragmented
+    np.testing.assert_array_equal(_mp4_frames(streamed), _mp4_frames(encode_mp4(frames, fps=16, crf=18)))
+
+
+# --------------------------------------------------------------------------- over HTTP
+
+
+def test_video_mp4_accept_streams_and_plays(served: tuple[str, VideoRepo]) -> None:
+    url, _ = served
+    z = _latents((1, 16, 6, 8, 8))
+    response = _post(url, z, "video/mp4", output_type="mp4", do_scaling=False)
+    assert response.status_code == 200, response.text
+    assert response.headers["content-type"] == "video/mp4"
+    assert response.headers.get("transfer-encoding") == "chunked" and "content-length" not in response.headers
+    assert response.headers["x-frames"] == "21"
+    streamed = _mp4_frames(response.content)
+    assert streamed.shape == (21, 64, 64, 3)
+    # the plain file (stream=false): same encoder and options; x264's threads make no two encodes bit-equal, so
+    # the measure is PSNR between the two files (>= 45 dB) and the same distance from the decoded frames
+    plain = _post(url, z, "video/mp4", output_type="mp4", do_scaling=False, stream="false")
+    assert "content-length" in plain.headers and b"moof" not in plain.content
+    plain_frames = _mp4_frames(plain.content)
+    raw = _post(url, z, "tensor/binary", output_type="pt", partial_postprocess="true", do_scaling=False)
+    exact = np.frombuffer(raw.content, dtype=np.uint8).reshape(21, 64, 64, 3)
+    assert psnr(streamed, plain_frames) >= 45
+    assert abs(psnr(streamed, exact) - psnr(plain_frames, exact)) < 0.5
+
+
+def test_diffusers_remote_decode_mp4_unchanged(served: tuple[str, VideoRepo]) -> None:
+    url, _ = served
+    z = _latents((1, 16, 6, 8, 8), seed=3)
+    data = diffusers_remote_decode(endpoint=url, tensor=z, output_type="mp4", return_type="mp4", do_scaling=False)
+    assert isinstance(data, bytes) and data[4:8] == b"ftyp" and b"moof" not in data  # the plain file, as before
+    assert _mp4_frames(data).shape == (21, 64, 64, 3)
+
+
+def test_frame_stream_is_bit_equal_to_the_one_shot_decode(served: tuple[str, VideoRepo]) -> None:
+    url, _ = served
+    z = _latents((1, 16, 6, 8, 8), seed=4)
+    whole = remote_decode(url, z, output_type="pt", return_type="pt", partial_postprocess=True, do_scaling=False)
+    frames = list(iter_decode_frames(url, z, do_scaling=False))
+    assert len(frames) == 21
+    np.testing.assert_array_equal(np.stack(frames), whole.numpy())
+    # the streamed body read whole is the same tensor/binary answer
+    response = _post(
+        url, z, "tensor/binary", output_type="pt", partial_postprocess="true", do_scaling=False, stream="true"
+    )
+    assert response.headers["shape"] == "[21,64,64,3]" and response.content == whole.numpy().tobytes()
+
+
+def test_stream_to_file_with_progress(served: tuple[str, VideoRepo], tmp_path: Path) -> None:
+    url, _ = served
+    seen: list[int] = []
+    result = stream_decode_to_file(
+        url, _latents((1, 16, 4, 8, 8)), tmp_path / "out.mp4", do_scaling=False, progress=seen.append
+    )
+    assert result.path.read_bytes()[4:8] == b"ftyp" and result.frames == 13
+    assert seen and seen[-1] == result.bytes == result.path.stat().st_size and seen == sorted(seen)
+    assert _mp4_frames(result.path.read_bytes()).shape[0] == 13
+    assert not (tmp_path / "out.mp4.part").exists()
+
+
+def test_bad_stream_requests_are_400(served: tuple[str, VideoRepo]) -> None:
+    url, _ = served
+    z = _latents((1, 16, 2, 8, 8))
+    bad = _post(url, z, "tensor/binary", output_type="pt", stream="true")
+    assert bad.status_code == 400 and "partial_postprocess=true" in bad.json()["error"]
+    maybe = _post(url, z, "video/mp4", output_type="mp4", stream="maybe")
+    assert maybe.status_code == 400 and "stream must be true or false" in maybe.json()["error"]
+    as_json = _post(url, z, "application/json", output_type="pt", partial_postprocess="true", stream="true")
+    assert as_json.status_code == 400 and "tensor/binary" in as_json.json()["error"]
+    with pytest.raises(ValueError, match="video latents"):
+        list(iter_decode_frames(url, torch.zeros(1, 16, 8, 8)))
+
+
+class _FailingDecoder(torch.nn.Module):
+    """Wraps the real decoder; raises on call ``fail_at`` (a device error in the middle of a video)."""
+
+    def __init__(self, inner: torch.nn.Module, fail_at: int, delay: float = 0.0) -> None:
+        super().__init__()
+        self.inner = inner
+        self.fail_at = fail_at
+        self.delay = delay
+        self.calls = 0
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("simulated device failure")
+        time.sleep(self.delay)
+        return self.inner(*args, **kwargs)
+
+
+def _records(handler: VideoDecodeHandler, at_least: int, timeout: float = 30.0) -> list[Any]:
+    """The handler's finished streams, once there are ``at_least`` (a stream's record lands when its producer
+    returns, which may be just after the client read the end)."""
+    history = handler.__dict__.setdefault("stream_history", [])
+    deadline = time.monotonic() + timeout
+    while len(history) < at_least and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return list(history)
+
+
+@pytest.fixture(scope="module")
+def wan_handler(video_repos: dict[str, VideoRepo]) -> VideoDecodeHandler:
+    return _handler(video_repos["wan"])
+
+
+def test_failure_mid_stream_is_a_truncated_stream(wan_handler: VideoDecodeHandler, tmp_path: Path) -> None:
+    vae = wan_handler.loaded.vae
+    real = vae.decoder
+    z = _latents((1, 16, 8, 8, 8), seed=5)
+    before = len(_records(wan_handler, 0))
+    with running_server(handler=wan_handler) as url:
+        try:
+            vae.decoder = _FailingDecoder(real, fail_at=4)
+            with pytest.raises(StreamTruncated) as raised:
+                list(iter_decode_frames(url, z, do_scaling=False))
+            assert raised.value.request_id and "9 of 29 frames came" in str(raised.value)
+            vae.decoder = _FailingDecoder(real, fail_at=4)
+            with pytest.raises(StreamTruncated) as raised_mp4:
+                stream_decode_to_file(url, z, tmp_path / "broken.mp4", do_scaling=False)
+            assert raised_mp4.value.request_id and not list(tmp_path.iterdir())
+        finally:
+            vae.decoder = real
+        # the worker lives on: the next stream completes
+        assert len(list(iter_decode_frames(url, z, do_scaling=False))) == 29
+    records = _records(wan_handler, before + 3)
+    assert [r.outcome for r in records[-3:]] == ["failed", "failed", "done"]
+
+
+@pytest.mark.parametrize("accept", ["video/mp4", "tensor/binary"])
+def test_client_leaving_stops_the_decode(wan_handler: VideoDecodeHandler, accept: str) -> None:
+    vae = wan_handler.loaded.vae
+    real = vae.decoder
+    z = _latents((1, 16, 21, 8, 8), seed=6)  # 21 latent frames: 21 chunks
+    before = len(_records(wan_handler, 0))
+    with running_server(handler=wan_handler) as url:
+        try:
+            vae.decoder = _FailingDecoder(real, fail_at=0, delay=0.15)  # slow enough to leave mid-way
+            params = (
+                {"output_type": "mp4"}
+                if accept == "video/mp4"
+                else {"output_type": "pt", "partial_postprocess": "true", "stream": "true"}
+            )
+            response = _post(url, z, accept, lazy=True, do_scaling=False, **params)
+            assert response.status_code == 200
+            next(response.iter_content(64))  # the first bytes are here while the decode goes on
+            _hard_close(response)
+            records = _records(wan_handler, before + 1)
+        finally:
+            vae.decoder = real
+        record = records[-1]
+        assert record.outcome == "closed", record
+        assert record.chunks_total == 21 and record.chunks_decoded < 21, record
+        # the worker is free again: a plain request is answered
+        assert (
+            remote_decode(url, _latents((1, 16, 2, 8, 8)), output_type="pt", return_type="pt", do_scaling=False).shape[
+                2
+            ]
+            == 5
+        )
+
+
+def _hard_close(response: requests.Response) -> None:
+    """Close the connection mid-body, as a client that goes away does (urllib3 does not pool an unread one)."""
+    response.close()
