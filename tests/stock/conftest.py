@@ -88,21 +88,30 @@ class Reply:
     status: int
     content_type: str | None
     body: bytes
+    allow: str | None = None
 
     def show(self) -> str:
         body = self.body if len(self.body) <= 300 else self.body[:300] + b"..."
         return f"{self.status} {self.content_type} {body!r}"
 
 
-def send(url: str, body: bytes = b"", headers: dict[str, str] | None = None, query: str = "", path: str = "/") -> Reply:
-    """One POST with exactly these headers (http.client adds only Host, Content-Length and
+def send(
+    url: str,
+    body: bytes = b"",
+    headers: dict[str, str] | None = None,
+    query: str = "",
+    path: str = "/",
+    method: str = "POST",
+) -> Reply:
+    """One request with exactly these headers (http.client adds only Host, Content-Length and
     Accept-Encoding: no default Accept or Content-Type)."""
     parsed = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(parsed.hostname or "127.0.0.1", parsed.port, timeout=120)
     try:
-        conn.request("POST", path + (f"?{query}" if query else ""), body=body, headers=headers or {})
+        conn.request(method, path + (f"?{query}" if query else ""), body=body, headers=headers or {})
         response = conn.getresponse()
-        return Reply(response.status, response.getheader("content-type"), response.read())
+        allow = response.getheader("allow")
+        return Reply(response.status, response.getheader("content-type"), response.read(), allow)
     finally:
         conn.close()
 

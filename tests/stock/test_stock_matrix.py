@@ -364,20 +364,32 @@ def test_same_as_stock(pair, record_matrix, case: Case) -> None:
 
 @pytest.mark.parametrize("path", ["/", "/health"])
 def test_health_same_as_stock(pair, path: str) -> None:
-    import http.client
-    import urllib.parse
+    from .conftest import send
 
-    replies = []
-    for url in (pair.stock["echo"], pair.ours["echo"]):
-        parsed = urllib.parse.urlsplit(url)
-        conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=30)
-        try:
-            conn.request("GET", path)
-            response = conn.getresponse()
-            replies.append((response.status, response.getheader("content-type"), response.read()))
-        finally:
-            conn.close()
-    assert replies[1] == replies[0]
+    stock, ours = (send(pair.stock["echo"], path=path, method="GET"), send(pair.ours["echo"], path=path, method="GET"))
+    assert (
+        (ours.status, ours.content_type, ours.body)
+        == (stock.status, stock.content_type, stock.body)
+        == (
+            200,
+            "text/plain; charset=utf-8",
+            b"Ok",
+        )
+    )
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/predict"), ("GET", "/nope"), ("POST", "/nope"), ("PUT", "/")])
+def test_routing_errors_same_status_as_json(pair, method: str, path: str) -> None:
+    """404 / 405: the same status and Allow; a documented difference in the body: ours is JSON
+    {"error": <Starlette's text>}, stock sends that text as text/plain."""
+    from .conftest import send
+
+    stock = send(pair.stock["echo"], path=path, method=method)
+    ours = send(pair.ours["echo"], path=path, method=method)
+    assert ours.status == stock.status
+    assert set((ours.allow or "").split(", ")) == set((stock.allow or "").split(", "))
+    assert stock.content_type == "text/plain; charset=utf-8"
+    assert (ours.content_type, json.loads(ours.body)) == ("application/json", {"error": stock.body.decode()})
 
 
 def test_handler_file_named_by_hf_default_pipeline_name() -> None:
