@@ -2,11 +2,11 @@
 
 The stock container runs ``huggingface-inference-toolkit``: it imports ``handler.py``, builds
 ``EndpointHandler(path)`` and answers ``POST /`` itself, reading only JSON, image and audio bodies and
-writing JSON or images. A VAE handler built there (``VaeHandler.__init__`` calls :func:`attach`) takes over
-the toolkit's two ``POST`` routes in-process: from then on they are answered by this project's own request
-path (the same code as ``hf-remote-vae serve``: tensor bodies, content negotiation, the scheduler, our errors),
-so diffusers' ``remote_decode``/``remote_encode`` get the same answers as from our server. ``GET /``,
-``/health`` and ``/metrics`` stay the toolkit's.
+writing JSON or images. A VAE handler built there (``VaeHandler``'s metaclass calls :func:`attach` once the
+handler is fully built) takes over the toolkit's routes in-process: from then on ``POST /`` and ``/predict``
+are answered by this project's own request path (the same code as ``hf-remote-vae serve``: tensor bodies,
+content negotiation, the scheduler, our errors), so diffusers' ``remote_decode``/``remote_encode`` get the same
+answers as from our server, and ``GET /health`` and ``/metrics`` report our workers and queue.
 
 Nothing happens outside that toolkit (the module it is detected by is not loaded), and
 ``HF_REMOTE_VAE_ATTACH=0`` turns it off there too. What the repo must carry for this, with no network and no
@@ -27,7 +27,9 @@ log = logging.getLogger("hf_remote_vae_toolkit")
 
 #: The stock toolkit's server module; it is imported before it builds the handler.
 STOCK_APP_MODULE = "huggingface_inference_toolkit.webservice_starlette"
-_PREDICT_PATHS = ("/", "/predict")
+#: The toolkit's routes we answer: POST / and /predict, and GET /, /health and /metrics, so health reflects our
+#: workers and the autoscaling gauges (inf_queue_size) count our queue, not the toolkit's unused limiter.
+_PATHS = ("/", "/predict", "/health", "/metrics")
 
 
 def loaded_by_stock_toolkit() -> bool:
@@ -53,11 +55,8 @@ def attach(handler: Any) -> bool:
     start_serving(app, settings, handler)  # warm-up and the scheduler, before the toolkit opens its port
     taken = 0
     for route in routes:
-        methods = getattr(route, "methods", None) or ()
-        if getattr(route, "path", None) in _PREDICT_PATHS and "POST" in methods:
+        if getattr(route, "path", None) in _PATHS:
             route.app = app  # Starlette's Route.handle calls route.app(scope, receive, send)
             taken += 1
-    log.info(
-        "hf-remote-vae-toolkit serves POST %s on the stock toolkit (%d routes)", " and ".join(_PREDICT_PATHS), taken
-    )
+    log.info("hf-remote-vae-toolkit serves %s on the stock toolkit (%d routes)", ", ".join(_PATHS), taken)
     return taken > 0

@@ -155,3 +155,13 @@ def test_errors_keep_our_status_and_json_body(servers: Any) -> None:
             timeout=60,
         )
         assert r.status_code == 400 and "bytes" in r.json()["error"]
+
+
+def test_health_and_metrics_are_ours_on_the_stock_toolkit(servers: Any) -> None:
+    import requests
+
+    stock, _ = servers["sd-v1-decode"]
+    assert requests.get(stock + "/health", timeout=30).text == "Ok"
+    metrics = requests.get(stock + "/metrics", timeout=30).text
+    # our Prometheus registry (the autoscaling gauges count our queue), not the toolkit's two-line text
+    assert "inf_queue_size 0.0" in metrics and "hf_vae_requests_total" in metrics

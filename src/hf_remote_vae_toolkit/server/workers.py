@@ -82,6 +82,15 @@ def _devices(settings: Settings) -> list[int | None]:
     return [None] * (settings.workers or 1)
 
 
+def _cuda_index(device: Any) -> int | None:
+    """The CUDA index of a handler's ``device`` attribute (a torch.device or a string), or None."""
+    text = str(device) if device is not None else ""
+    if not text.startswith("cuda"):
+        return None
+    _, _, index = text.partition(":")
+    return int(index) if index.isdigit() else 0
+
+
 def _on_device(device: int | None, fn: Callable[[], Any]) -> Any:
     if device is None:
         return fn()
@@ -123,11 +132,11 @@ def prepare_workers(settings: Settings, handler: Any = None) -> Workers:
     """Load (or take) the handlers, warm them up, size the budget and hand each its ``WorkerInfo``.
 
     Blocking (loading weights, warm-up decodes): the app runs it in a thread. ``handler``: an already-built
-    handler (tests, embedding), served by one CPU-side worker.
+    handler (tests, the stock container), served by one worker on the GPU its ``device`` names, if any.
     """
     devices: list[int | None]
     if handler is not None:
-        handlers, devices = [handler], [None]
+        handlers, devices = [handler], [_cuda_index(getattr(handler, "device", None))]
     else:
         devices = _devices(settings)
         model_dir = ensure_model_dir(settings)

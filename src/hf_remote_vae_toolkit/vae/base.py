@@ -64,6 +64,11 @@ class VaeHandler(metaclass=_AttachedOnceBuilt):
         """Set-up a subclass adds once the VAE is loaded (before the handler may be served)."""
 
     @property
+    def device(self) -> torch.device:
+        """Where the VAE runs (the server gives this handler's worker that GPU)."""
+        return self.loaded.device
+
+    @property
     def itemsize(self) -> int:
         return self.loaded.dtype.itemsize
 
