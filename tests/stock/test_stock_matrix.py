@@ -392,6 +392,20 @@ def test_routing_errors_same_status_as_json(pair, method: str, path: str) -> Non
     assert (ours.content_type, json.loads(ours.body)) == ("application/json", {"error": stock.body.decode()})
 
 
+def test_a_stock_handler_runs_one_call_at_a_time_on_both(pair) -> None:
+    """The stock toolkit calls the handler from one thread at a time; a handler that is not thread-safe
+    must not see overlapping calls on our server either."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .conftest import send
+
+    for url in (pair.stock["cases"], pair.ours["cases"]):
+        with ThreadPoolExecutor(4) as pool:
+            replies = list(pool.map(lambda u: send(u, jsonb({"inputs": "overlap"}), JSON), [url] * 4))
+        assert [r.status for r in replies] == [200] * 4
+        assert max(json.loads(r.body)["most_active"] for r in replies) == 1, url
+
+
 def test_handler_file_named_by_hf_default_pipeline_name() -> None:
     """HF_DEFAULT_PIPELINE_NAME names the handler file (the stock toolkit's const.py); both servers load it."""
     from hf_remote_vae_toolkit.testing import serving_process

@@ -4,6 +4,7 @@
 - ``image:<mode>``: a 24x16 PIL image of that mode (a gradient, alpha included where the mode has it).
 - a name in ``VALUES``: that Python value (NaN, datetime, numpy scalars and arrays, ...).
 - ``path``: the path the handler was built with.
+- ``overlap``: sleeps 0.2 s and answers how many calls ever overlapped.
 - any other string: a text-to-image prompt; answers an RGB image derived from the prompt.
 """
 
@@ -13,6 +14,7 @@ import datetime
 import enum
 import hashlib
 import math
+import time
 import uuid
 from typing import Any
 
@@ -101,9 +103,17 @@ ERRORS: dict[str, type[BaseException]] = {
 class EndpointHandler:
     def __init__(self, path: str = "") -> None:
         self.path = path
+        self.active = 0
+        self.most_active = 0
 
     def __call__(self, data: dict[str, Any]) -> Any:
         inputs = data.get("inputs")
+        if inputs == "overlap":  # how many calls ever ran at once (the stock toolkit runs one at a time)
+            self.active += 1
+            self.most_active = max(self.most_active, self.active)
+            time.sleep(0.2)
+            self.active -= 1
+            return {"most_active": self.most_active}
         if not isinstance(inputs, str):
             raise ValueError(f"inputs must be a string naming a case, got {type(inputs).__name__}")
         kind, _, arg = inputs.partition(":")
