@@ -267,3 +267,32 @@ def test_client_leaving_stops_the_decode(wan_handler: VideoDecodeHandler, accept
 def _hard_close(response: requests.Response) -> None:
     """Close the connection mid-body, as a client that goes away does (urllib3 does not pool an unread one)."""
     response.close()
+
+
+def test_cli_streams_video_latents_to_mp4(served: tuple[str, VideoRepo], tmp_path: Path, capsys: Any) -> None:
+    from safetensors.torch import save_file
+
+    from hf_remote_vae_toolkit.cli import main
+
+    url, _ = served
+    src = tmp_path / "clip.safetensors"
+    save_file({"latents": _latents((1, 16, 3, 8, 8))}, src)
+    out = tmp_path / "clip.mp4"
+    assert main(["decode", str(src), "--endpoint", url, "-o", str(out), "--no-scaling", "--no-progress"]) == 0
+    assert capsys.readouterr().out.strip() == str(out)
+    data = out.read_bytes()
+    assert b"moof" in data and _mp4_frames(data).shape == (9, 64, 64, 3)
+
+
+def test_remote_vae_hands_frames_over_as_they_arrive(served: tuple[str, VideoRepo]) -> None:
+    from hf_remote_vae_toolkit.client import RemoteVAE
+
+    url, repo = served
+    z = _latents((1, 16, 3, 8, 8), seed=7)
+    vae = RemoteVAE(url, family=repo.family)
+    frames = vae.iter_frames(z)
+    first = next(frames)
+    assert first.dtype == torch.uint8 and first.shape == (64, 64, 3)
+    rest = list(frames)
+    whole = remote_decode(url, z, output_type="pt", return_type="pt", partial_postprocess=True, do_scaling=False)
+    assert torch.equal(torch.stack([first, *rest]), whole)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
 import requests
@@ -135,6 +135,18 @@ class RemoteVAE:
         from diffusers.models.autoencoders.vae import DecoderOutput
 
         return DecoderOutput(sample=sample)
+
+    def iter_frames(self, z: torch.Tensor) -> Iterator[torch.Tensor]:
+        """Video latents ``[B, C, T, h, w]`` (de-normalised, as ``decode`` takes them) -> uint8 ``[H, W, 3]``
+        frames of the first item, each handed over as soon as the server has decoded it (a streamed decode:
+        ``client.streaming``). Stopping early closes the connection and the server stops decoding."""
+        from .streaming import iter_decode_frames
+
+        latents = z.detach().cpu()
+        for frame in iter_decode_frames(
+            self.endpoint, latents, do_scaling=False, session=self._session, **self._request
+        ):
+            yield torch.from_numpy(frame)
 
     def encode(self, x: torch.Tensor, return_dict: bool = True) -> Any:
         """Images ``[B, 3, H, W]`` in [-1, 1] -> an object with ``latent_dist`` (see the class docstring)."""

@@ -76,6 +76,9 @@ def add_parser(subparsers: Any) -> None:
     dec.add_argument("--jpeg-quality", type=int, default=95, help="JPEG quality of written files")
     dec.add_argument("--concurrency", type=int, default=4, help="requests in flight at once")
     dec.add_argument("--no-progress", action="store_true", help="no progress bar")
+    dec.add_argument(
+        "--no-stream", action="store_true", help=".mp4: wait for the whole file instead of writing it as it streams in"
+    )
     _common(dec)
     dec.set_defaults(func=run_decode)
 
@@ -196,6 +199,11 @@ def run_decode(args: argparse.Namespace) -> int:
         return _fail(
             f"{vae_space[0]} is already in the VAE's latent space (ComfyUI); drop --scaling-factor/--shift-factor"
         )
+    if ext == ".mp4" and not args.no_stream and all(job.tensor.ndim == 5 for job in jobs):
+        # video latents: each file written as the server decodes it (client/streaming.py)
+        from .streaming import run_streamed_mp4
+
+        return run_streamed_mp4(args, jobs)
     results: list[Any] = [None] * len(jobs)
     for in_vae_space in (False, True):  # ComfyUI latents are sent with no scaling
         group = [i for i, job in enumerate(jobs) if job.vae_space == in_vae_space]

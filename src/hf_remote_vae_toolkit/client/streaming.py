@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -278,7 +279,8 @@ def iter_decode_frames(
             for piece in _chunks(response, request_id, "frame stream", size):
                 pending += piece
                 while len(pending) >= size and count < frames:
-                    frame = np.frombuffer(bytes(pending[:size]), dtype=np.uint8).reshape(height, width, channels)
+                    # a bytearray slice is a fresh writable copy: the frame owns its memory
+                    frame = np.frombuffer(pending[:size], dtype=np.uint8).reshape(height, width, channels)
                     del pending[:size]
                     count += 1
                     yield frame
@@ -291,3 +293,35 @@ def iter_decode_frames(
             )
     finally:
         response.close()
+
+
+def run_streamed_mp4(args: Any, jobs: list[Any]) -> int:
+    """``hf-remote-vae decode ... -o out.mp4``: each video streamed into its file, one at a time, with a progress
+    bar in bytes (``--no-progress``: none). Exit 0 if all succeeded, 1 if any failed."""
+    failed = 0
+    for job in jobs:
+        scaling: dict[str, Any] = {
+            "do_scaling": not args.no_scaling,
+            "scaling_factor": args.scaling_factor,
+            "shift_factor": args.shift_factor,
+        }
+        if job.vae_space:  # ComfyUI latents: already in the VAE's space
+            scaling = {"do_scaling": False, "scaling_factor": None, "shift_factor": None}
+        job.out.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            result = stream_decode_to_file(
+                args.endpoint,
+                job.tensor,
+                job.out,
+                progress=not args.no_progress,
+                timeout=args.timeout,
+                retries=args.retries,
+                token=args.token,
+                **scaling,
+            )
+        except (ServiceError, ValueError, OSError) as exc:
+            failed += 1
+            print(f"error: {job.source}: {exc}", file=sys.stderr)
+            continue
+        print(result.path)
+    return 1 if failed else 0
