@@ -174,3 +174,9 @@ def test_sigterm_drains_queued_requests_with_a_retryable_503_and_exits_0(http: s
         assert r.status_code == 503, r.text
         assert r.headers["content-type"] == "application/json" and r.headers["retry-after"] == "1"
         assert "shut" in r.json()["error"]
+
+
+def test_a_queue_size_of_zero_still_serves_an_idle_server() -> None:
+    with running_server(handler=StockFaulty(), max_queue_size=0) as url:
+        for i in range(3):
+            assert requests.post(url, json={"inputs": i}, timeout=30).json() == {"ok": i}

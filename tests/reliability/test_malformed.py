@@ -153,6 +153,19 @@ def test_bad_images_for_encode(encode_server: str, name: str, status: int) -> No
     conn.close()
 
 
+def test_accept_octet_stream_is_refused_by_parse_before_any_decode(decode_server: str) -> None:
+    conn = _conn(decode_server)
+    data = build_request(
+        "POST",
+        f"/?{SHAPE_Q}&output_type=pil",
+        [("Content-Type", "tensor/binary"), ("Accept", "application/octet-stream")],
+        torch.zeros(1, 4, 8, 8).numpy().tobytes(),
+    )
+    r = conn.exchange(data)
+    _assert_json_error(r, 406, "cannot answer with application/octet-stream")
+    conn.close()
+
+
 def test_cpu_batch_over_host_memory_is_a_413(decode_server: str) -> None:
     z = torch.zeros(256, 4, 64, 64)  # 256 x 512x512 float32: ~300 GiB estimated, more than any CI machine
     conn = _conn(decode_server)
