@@ -341,7 +341,8 @@ def slow_body(server: Server, pool: LatentPool, seconds_limit: float = 40.0) -> 
 def idle_connections(server: Server, limit: float = 30.0) -> dict[str, Any]:
     """An idle connection and one with a half-sent request head are closed by the server."""
     out: dict[str, Any] = {}
-    for name, data in (("idle", b""), ("half_head", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Ty")):
+
+    def probe(name: str, data: bytes) -> None:
         sock = socket.create_connection((server.host, server.port), timeout=limit)
         if data:
             sock.sendall(data)
@@ -353,6 +354,15 @@ def idle_connections(server: Server, limit: float = 30.0) -> dict[str, Any]:
         except TimeoutError:
             out[f"{name}_closed_after_s"] = None
         sock.close()
+
+    probes = [
+        threading.Thread(target=probe, args=(name, data))
+        for name, data in (("idle", b""), ("half_head", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Ty"))
+    ]
+    for t in probes:
+        t.start()
+    for t in probes:
+        t.join()
     ok = all(out.get(f"{n}_closed_after_s") is not None for n in ("idle", "half_head"))
     out["ok"] = ok
     out["problems"] = [] if ok else ["a connection stayed open"]
