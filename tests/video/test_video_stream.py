@@ -296,3 +296,15 @@ def test_remote_vae_hands_frames_over_as_they_arrive(served: tuple[str, VideoRep
     rest = list(frames)
     whole = remote_decode(url, z, output_type="pt", return_type="pt", partial_postprocess=True, do_scaling=False)
     assert torch.equal(torch.stack([first, *rest]), whole)
+
+
+@pytest.mark.parametrize("family", ["wan", "hunyuanvideo"])
+def test_streamed_estimate_does_not_grow_with_the_clip(family: str) -> None:
+    from hf_remote_vae_toolkit.vae.video_memory import estimate_video_decode_bytes as estimate
+
+    short, long_ = (1, 16, 11, 60, 104), (1, 16, 41, 60, 104)
+    assert estimate(family, long_, streamed=True) == estimate(family, short, streamed=True)
+    assert estimate(family, long_, streamed=True) < estimate(family, short) < estimate(family, long_)
+    # a Wan decode over the budget runs tiled, whole: the stream then holds the whole video like the one-shot
+    if family == "wan":
+        assert estimate(family, long_, tiled=True, streamed=True) == estimate(family, long_, tiled=True)

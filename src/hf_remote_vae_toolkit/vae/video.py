@@ -221,9 +221,10 @@ class VideoDecodeHandler(VaeHandler):
         """Never batch: one video already fills a GPU, and batching would multiply the memory a request holds."""
         return None
 
-    def _estimate(self, shape: tuple[int, ...], tiled: bool) -> int:
+    def _estimate(self, shape: tuple[int, ...], tiled: bool, streamed: bool = False) -> int:
         tiles = TileSizes.of(self.loaded.vae)
-        return estimate_video_decode_bytes(self.loaded.family.name, shape, self.itemsize, tiled=tiled, tiles=tiles)
+        name = self.loaded.family.name
+        return estimate_video_decode_bytes(name, shape, self.itemsize, tiled=tiled, tiles=tiles, streamed=streamed)
 
     def needs_tiling(self, shape: tuple[int, ...]) -> bool:
         """True when the untiled estimate is over ``memory_budget_bytes``."""
@@ -233,7 +234,7 @@ class VideoDecodeHandler(VaeHandler):
     def estimate_memory(self, job: VideoRequest) -> int:
         """Bytes of GPU activations this request needs as it will run (tiled when over the budget)."""
         shape = tuple(job.latents.shape)
-        return self._estimate(shape, tiled=self.needs_tiling(shape))
+        return self._estimate(shape, tiled=self.needs_tiling(shape), streamed=job.stream)
 
     # ----------------------------------------------------------------- the request
 

@@ -96,11 +96,15 @@ def estimate_video_decode_bytes(
     *,
     tiled: bool = False,
     tiles: TileSizes | None = None,
+    streamed: bool = False,
 ) -> int:
     """Bytes of GPU activations for decoding latents of ``shape`` ``[B, C, T, h, w]`` (weights excluded).
 
     ``itemsize``: bytes per element of the model dtype (2 for fp16/bf16, 4 for fp32). ``tiled``: as run
-    with ``vae.enable_tiling()``. ``family``: a key of ``VIDEO_COSTS``.
+    with ``vae.enable_tiling()``. ``family``: a key of ``VIDEO_COSTS``. ``streamed``: decoded chunk by chunk
+    for a streamed response (``video_stream.py``, first batch item only): the output term then covers two
+    chunks (the one being converted and the one before, which HunyuanVideo blends with) instead of the whole
+    video. A Wan decode that runs tiled is not chunked and keeps the whole-video term.
     """
     cost = VIDEO_COSTS[family]
     t = tiles or TileSizes()
@@ -121,6 +125,11 @@ def estimate_video_decode_bytes(
     else:
         chunk_h, chunk_w = height, width
 
+    if streamed and (cost.temporal_chunks or not tiled):
+        batch = 1
+        held = min(frames, 2 * (chunk_frames if cost.temporal_chunks else t.temporal_factor))
+        activations = cost.per_pixel_bytes * chunk_frames * chunk_h * chunk_w * itemsize / 2
+        return int(cost.fixed_bytes + activations + 2 * 3 * held * height * width * itemsize)
     activations = cost.per_pixel_bytes * chunk_frames * chunk_h * chunk_w * batch * itemsize / 2
     output_bytes = batch * 3 * frames * height * width * itemsize
     out_factor = cost.out_factor_tiled if tiled else cost.out_factor_untiled
