@@ -189,3 +189,14 @@ stress-full: install
 
 test-reliability: install
 	$(BIN)/python -m pytest tests/reliability $(PYTEST_ARGS)
+
+.PHONY: bench-video-stream test-video-stream
+
+# Streamed video decode (issue 17): time to first byte, server peak RSS for 41 vs 161 frames, streamed frames
+# against the one-shot decode; tiny Wan on the CPU, a few minutes (--device cuda --size full on a GPU).
+bench-video-stream: install
+	$(BIN)/python -m benchmarks.video_stream
+
+# The streamed video tests (also part of `make test`; the slow ones in `make test-all`).
+test-video-stream: install
+	$(BIN)/python -m pytest tests/video/test_video_stream.py $(PYTEST_ARGS)
