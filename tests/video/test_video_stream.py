@@ -58,7 +58,7 @@ def _handler(repo: VideoRepo) -> VideoDecodeHandler:
 @pytest.mark.parametrize(
     ("family", "frames", "tiled"),
     [
-        ("wan", 6, False),
+        ("wan", 4, False),
         ("wan", 3, True),
         ("hunyuanvideo", 3, False),
         ("hunyuanvideo", 9, False),
@@ -69,7 +69,8 @@ def test_chunked_decode_equals_one_shot(
     video_repos: dict[str, VideoRepo], family: str, frames: int, tiled: bool
 ) -> None:
     vae = video_repos[family].vae
-    z = _latents((1, 16, frames, 6, 6), seed=frames)
+    side = 6 if tiled else 4  # 48 px frames cross the 32 px tiles; 32 px ones stay untiled
+    z = _latents((1, 16, frames, side, side), seed=frames)
     if tiled:
         vae.enable_tiling(
             tile_sample_min_height=32,
