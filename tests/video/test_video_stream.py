@@ -309,3 +309,32 @@ def test_streamed_estimate_does_not_grow_with_the_clip(family: str) -> None:
     # a Wan decode over the budget runs tiled, whole: the stream then holds the whole video like the one-shot
     if family == "wan":
         assert estimate(family, long_, tiled=True, streamed=True) == estimate(family, long_, tiled=True)
+
+
+def test_an_encoder_failure_reaches_the_reader_after_the_pieces_before_it() -> None:
+    import threading
+
+    from hf_remote_vae_toolkit.vae.video_stream import StreamFailed, StreamRecord, VideoStream
+
+    sizes = [32, 32, 48]  # the third chunk changes the frame size: the MP4 encoder refuses it
+
+    def chunks() -> Any:
+        for side in sizes:
+            yield torch.zeros(1, 3, 4, side, side)
+
+    stream = VideoStream(
+        chunks,
+        lambda chunk: np.zeros((chunk.shape[2], chunk.shape[3], chunk.shape[4], 3), dtype=np.uint8),
+        media_type="video/mp4",
+        record=StreamRecord(media_type="video/mp4", chunks_total=3),
+        mp4=(16.0, 18),
+    )
+    worker = threading.Thread(target=stream.produce)
+    worker.start()
+    pieces = []
+    with pytest.raises(StreamFailed, match="the MP4 encode failed"):
+        for piece in stream:
+            pieces.append(piece)
+    worker.join(10)
+    assert not worker.is_alive() and pieces and pieces[0][4:8] == b"ftyp"
+    stream.close()

@@ -354,11 +354,17 @@ class VideoStream:
         try:
             writer = Mp4Fragments(self._bytes.put, fps=fps, crf=crf)
             while True:
-                item = self._frames.get()
+                try:
+                    item = self._frames.get(timeout=0.5)
+                except queue.Empty:
+                    if self._closed.is_set():
+                        break
+                    continue
                 if item is _END or self._closed.is_set():
                     break
-                if isinstance(item, BaseException):
+                if isinstance(item, BaseException):  # the decode failed: pass it on, drop the unfinished file
                     self._bytes.put(item)
+                    writer.abort()
                     return
                 writer.write(item)
             if self._closed.is_set():
@@ -368,8 +374,10 @@ class VideoStream:
             self._bytes.put(_END)
         except Exception as exc:
             log.error("the MP4 encode of a streamed video failed", exc_info=True)
+            # the error first (the reader raises it after the pieces before it), then stop the decode
             self._bytes.put(StreamFailed(f"the MP4 encode failed: {type(exc).__name__}: {exc}"))
-            self.close()
+            self._closed.set()
+            _drain(self._frames)
 
     # ------------------------------------------------------------------ the client's side
 
@@ -393,17 +401,21 @@ class VideoStream:
             return
         self._closed.set()
         # wake a producer blocked on a full queue and drop what nobody will read
-        for q in (self._frames, self._bytes):
-            try:
-                while True:
-                    q.get_nowait()
-            except queue.Empty:
-                pass
+        _drain(self._frames)
+        _drain(self._bytes)
         if self._mp4 is not None:
             try:
                 self._frames.put_nowait(_END)  # wake the encoder thread
             except queue.Full:
                 pass
+
+
+def _drain(q: queue.Queue[Any]) -> None:
+    try:
+        while True:
+            q.get_nowait()
+    except queue.Empty:
+        pass
 
 
 def uint8_frames(chunk: torch.Tensor) -> np.ndarray:
