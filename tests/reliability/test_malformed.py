@@ -181,8 +181,8 @@ def test_upgrade_request_with_a_body_gets_an_answer(
 ) -> None:
     """Two causes of requests that never got an answer (the fuzzer's lost requests): with the websockets
     package installed, uvicorn handed ``Upgrade: websocket`` to its WebSocket protocol (on both parsers),
-    which never answers a POST; and httptools stops parsing at any upgrade request, so its body never
-    arrived. Now: an answer within seconds, on both parsers."""
+    which never answers a POST; and httptools hands the app an upgrade request with its body dropped (an
+    answer to an empty body). Now: an answer within seconds (httptools: a 400 saying why), on both parsers."""
     z = latents(3)
     conn = _conn(decode_server)
     data = build_request(

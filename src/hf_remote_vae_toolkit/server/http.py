@@ -13,10 +13,13 @@ connection limit                   what happens
                                    (uvicorn's ``timeout_keep_alive``)
 ``MAX_HEADER_BYTES`` (64 KiB)      a larger request head is answered ``431`` (httptools) or ``400`` (h11,
                                    its own limit) and the connection closed
-``Connection: upgrade``            on httptools, the parser stops reading at an upgrade request, so its body
-                                   would never arrive and the connection would answer nothing more: a request
-                                   with a body is answered ``400`` JSON and the connection closed; one without
-                                   is answered normally, then the connection is closed
+``Connection: upgrade``            httptools hands the app an upgrade request with its body dropped (the app
+                                   sees an empty body and answers the wrong question): a request with a body
+                                   is answered ``400`` JSON and the connection closed; one without is
+                                   answered normally, then the connection is closed. ``Upgrade: websocket``
+                                   is never handed to a WebSocket protocol (``ws="none"``: this server has no
+                                   WebSocket routes; with the websockets package installed uvicorn did, and
+                                   a POST so upgraded never got an answer)
 =================================  ==========================================================================
 
 Request bodies have their own read limits (``app.py``: ``BODY_TIMEOUT_S``, ``BODY_MIN_RATE``).
@@ -175,7 +178,7 @@ def _make_httptools() -> type[asyncio.Protocol]:
                 self._refuse_head()
                 return
             if self.parser.should_upgrade() and not self._should_upgrade():
-                # the parser reads nothing after an upgrade request: a body would never arrive
+                # httptools drops the body of an upgrade request: the app would see an empty one
                 has_body = any(
                     (n == b"content-length" and v.strip() not in (b"", b"0")) or n == b"transfer-encoding"
                     for n, v in self.headers
