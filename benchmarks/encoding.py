@@ -53,9 +53,8 @@ def _smooth_image(size: int) -> np.ndarray:
 
 def _decoded_image(handler: Any, size: int) -> tuple[np.ndarray, float]:
     latents = torch.randn(1, 4, size // 8, size // 8, generator=torch.Generator().manual_seed(size)).half()
-    data = OUTPUT_TYPES["uint8 tensor"].handler_data(latents)
     image: list[Any] = []
-    decode_ms = median_ms(lambda: image.append(handler(data)), repeats=3)
+    decode_ms = median_ms(lambda: image.append(OUTPUT_TYPES["uint8 tensor"].run(handler, latents)), repeats=3)
     return image[-1][0].numpy(), decode_ms
 
 

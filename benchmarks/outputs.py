@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from hf_remote_vae_toolkit import protocol
+from hf_remote_vae_toolkit.contract import Output, RequestInfo
 
 __all__ = ["OutputType", "OUTPUT_TYPES", "SD_SCALING"]
 
@@ -23,9 +24,14 @@ class OutputType:
     client_kwargs: dict[str, Any]  # ``remote_decode`` keywords asking for the same thing (None: no client form)
     client: bool = True
 
-    def handler_data(self, latents: Any) -> dict[str, Any]:
-        """What the server hands the handler for this request (``inputs``, ``parameters``, ``accept``)."""
-        return {"inputs": latents, "parameters": {**self.params, "scaling_factor": SD_SCALING}, "accept": self.accept}
+    def run(self, handler: Any, latents: Any) -> Any:
+        """The handler's result for this request, as the server gets it: ``parse`` with the query and the
+        negotiated Accept, then ``call_batch`` (deferred GPU results finished, as the server's encoder does)."""
+        request = RequestInfo(accept=self.accept, query={**self.params, "scaling_factor": SD_SCALING})
+        result = handler.call_batch([handler.parse({"inputs": latents}, request)])[0]
+        if isinstance(result, Output) and result.finish is not None:
+            result = Output(result.finish(result.value), result.headers, result.media_type, None, result.encode_options)
+        return result
 
 
 OUTPUT_TYPES: dict[str, OutputType] = {

@@ -95,10 +95,9 @@ def run_overhead(handler: Any, url: str, sizes: list[int], repeats: dict[int, in
             encode_ms: list[float] = []
 
             def local(out: Any = out, latents: torch.Tensor = latents, encode_ms: list[float] = encode_ms) -> Any:
-                data = out.handler_data(latents)
-                result = handler(data)
+                result = out.run(handler, latents)
                 start = time.perf_counter()
-                body = encode_response(result, out.accept, data["parameters"])
+                body = encode_response(result, out.accept, stock=False)
                 encode_ms.append((time.perf_counter() - start) * 1000)
                 return body
 

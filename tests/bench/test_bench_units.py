@@ -52,3 +52,26 @@ def test_plans_and_cases_cover_what_the_issue_asks() -> None:
     assert max(full.overhead_repeats) >= 1024  # a full-size output shape
     assert len(CASES) == len(DRY_CASES) == 5
     assert all(len(c.latent_shape) == len(d.latent_shape) for c, d in zip(CASES, DRY_CASES))
+
+
+def test_each_output_type_runs_as_the_server_would_ask_for_it(tmp_path: Path) -> None:
+    import importlib.util
+
+    import torch
+    from benchmarks.outputs import OUTPUT_TYPES
+
+    from hf_remote_vae_toolkit.contract import Output
+    from hf_remote_vae_toolkit.vae.repo import init_repo
+
+    repo = init_repo("sd-v1-decode", tmp_path / "repo", random_weights="tiny", vendor=False)
+    spec = importlib.util.spec_from_file_location("bench_handler", repo / "handler.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    handler = module.EndpointHandler(str(repo))
+    z = torch.zeros(1, 4, 8, 8)
+    kinds = {name: out.run(handler, z) for name, out in OUTPUT_TYPES.items()}
+    for name, media_type in (("jpeg", "image/jpeg"), ("png", "image/png"), ("webp", "image/webp")):
+        assert isinstance(kinds[name], Output) and kinds[name].media_type == media_type, name
+    assert kinds["uint8 tensor"].dtype == torch.uint8 and kinds["uint8 tensor"].shape == (1, 64, 64, 3)
+    assert kinds["raw tensor"].shape == (1, 3, 64, 64)
