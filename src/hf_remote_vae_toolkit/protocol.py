@@ -243,7 +243,9 @@ def tensor_from_bytes(body: bytes | bytearray | memoryview, shape: Any, dtype: A
         raise InvalidRequest(
             f"body is {len(body)} bytes but shape {list(dims)} of {dtype_name(torch_dtype)} needs {expected} bytes"
         )
-    buf = bytearray(body)  # a private, writable copy: the tensor owns it
+    # a writable buffer the tensor owns: a bytearray is taken as is (the caller hands it over: the server's
+    # request body), anything else is copied once
+    buf = body if isinstance(body, bytearray) else bytearray(body)
     flat = torch.frombuffer(buf, dtype=torch_dtype) if expected else torch.empty(0, dtype=torch_dtype)
     return flat.reshape(dims)
 

@@ -43,6 +43,7 @@ import contextlib
 import hmac
 import logging
 import math
+import sys
 import time
 import traceback
 import uuid
@@ -103,6 +104,19 @@ _STOCK_ECHOED_ACCEPT = frozenset(
         "image/webp",
     }
 )
+
+
+if sys.version_info >= (3, 11):
+    _deadline = asyncio.timeout_at
+else:  # pragma: no cover - Python 3.10: asyncio has no timeout_at; uvicorn's own timeouts still apply
+
+    @contextlib.asynccontextmanager
+    async def _deadline(when: float) -> AsyncIterator[Any]:
+        class _NoDeadline:
+            def reschedule(self, when: float | None) -> None:
+                pass
+
+        yield _NoDeadline()
 
 
 class _ClientGone(Exception):
@@ -217,9 +231,12 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
         )
         scheduler: Scheduler = request.app.state.scheduler
         parse_step: bool = request.app.state.parse_step
-        admitted = await run_in_threadpool(
-            _guarded, _admit, scheduler.handler, parse_step, request.headers.get("content-type"), body, items, info
-        )
+        content_type = request.headers.get("content-type")
+        admit_args = (scheduler.handler, parse_step, content_type, body, items, info)
+        if not parse_step and _cheap_to_read(content_type, len(body)):
+            admitted = _guarded(_admit, *admit_args)  # no handler code, microseconds: no thread hop
+        else:
+            admitted = await run_in_threadpool(_guarded, _admit, *admit_args)
         del body
         job = scheduler.submit(admitted.payload, key=admitted.key, estimate=admitted.estimate)
         try:
@@ -233,9 +250,12 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
                 metrics.tiled.inc()
             return _StreamedResponse(result.stream, result.headers, request_id, metrics)
         try:
-            payload, content_type, headers = await run_in_threadpool(
-                _guarded, codecs.encode_response, result, accept, stock=not parse_step
-            )
+            if not parse_step and _cheap_to_write(result):
+                payload, content_type, headers = codecs.encode_response(result, accept, stock=True)
+            else:
+                payload, content_type, headers = await run_in_threadpool(
+                    _guarded, codecs.encode_response, result, accept, stock=not parse_step
+                )
         except ServiceError:
             raise
         except Exception as exc:
@@ -360,6 +380,31 @@ def _describe(exc: BaseException) -> str:
     return text if len(text) <= 500 else text[:500] + "..."
 
 
+#: Bodies read on the event loop itself (a thread hop costs more than reading them): JSON, audio and tensor
+#: bytes up to this size, for stock handlers (a handler with a parse step always parses in a thread).
+INLINE_READ_BYTES = 1024 * 1024
+_INLINE_SCALARS = (str, int, float, bool, type(None), bytes)
+
+
+def _cheap_to_read(content_type: str | None, size: int) -> bool:
+    kind = protocol.media_type(content_type)
+    if kind is None or size > INLINE_READ_BYTES:
+        return False  # no Content-Type: the body may be an image to decode
+    return kind in (protocol.JSON, protocol.TENSOR_BINARY) or kind.startswith("audio/")
+
+
+def _cheap_to_write(result: Any, depth: int = 2) -> bool:
+    """A small plain result (scalars, short lists and dicts of them) is serialised on the event loop; anything
+    that may be slow to write (images, arrays, tensors, big containers) goes to the thread pool."""
+    if isinstance(result, _INLINE_SCALARS):
+        return not isinstance(result, (str, bytes)) or len(result) <= INLINE_READ_BYTES
+    if depth and isinstance(result, (list, tuple)) and len(result) <= 64:
+        return all(_cheap_to_write(item, depth - 1) for item in result)
+    if depth and isinstance(result, dict) and len(result) <= 64:
+        return all(_cheap_to_write(item, depth - 1) for item in result.values())
+    return False
+
+
 def _guarded(fn: Any, *args: Any, **kwargs: Any) -> Any:
     """Run handler-facing code in a pool thread; a ``BaseException`` it raises (``SystemExit``,
     ``KeyboardInterrupt``) becomes a 500 instead of unwinding the event loop."""
@@ -407,34 +452,39 @@ def _json_response(content: Any, status_code: int, headers: dict[str, str] | Non
     return Response(codecs.encode_json(content), status_code=status_code, headers=headers, media_type=protocol.JSON)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int) -> bytearray:
+    """The request body, bounded by ``limit`` bytes and by the slow-body rule (``_body_too_slow``).
+
+    Read into one growing buffer (no joining of chunks: a 1 MiB body is copied once), under one deadline that
+    is moved after each chunk (not a timer per chunk).
+    """
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and len(declared) < 20 and int(declared) > limit:
         raise PayloadTooLarge(f"body is {int(declared)} bytes; the limit is {limit} bytes (MAX_REQUEST_BYTES)")
-    chunks: list[bytes] = []
-    size = 0
-    started = time.monotonic()
-    stream = request.stream().__aiter__()
+    body = bytearray()
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+
+    def next_deadline() -> float:
+        # the next chunk must come within BODY_TIMEOUT_S, and after that the average must hold BODY_MIN_RATE
+        elapsed = loop.time() - started
+        wait = BODY_TIMEOUT_S if elapsed < BODY_TIMEOUT_S else (len(body) / BODY_MIN_RATE) - elapsed
+        if wait <= 0:
+            raise _body_too_slow(len(body), elapsed)
+        return loop.time() + wait
+
     try:
-        while True:
-            elapsed = time.monotonic() - started
-            # the next chunk must come within BODY_TIMEOUT_S, and after that the average must hold BODY_MIN_RATE
-            wait = BODY_TIMEOUT_S if elapsed < BODY_TIMEOUT_S else (size / BODY_MIN_RATE) - elapsed
-            if wait <= 0:
-                raise _body_too_slow(size, elapsed)
-            try:
-                chunk = await asyncio.wait_for(stream.__anext__(), timeout=wait)
-            except StopAsyncIteration:
-                break
-            except asyncio.TimeoutError:
-                raise _body_too_slow(size, time.monotonic() - started) from None
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes (MAX_REQUEST_BYTES)")
-            chunks.append(chunk)
+        async with _deadline(next_deadline()) as deadline:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > limit:
+                    raise PayloadTooLarge(f"body exceeds the limit of {limit} bytes (MAX_REQUEST_BYTES)")
+                deadline.reschedule(next_deadline())
+    except TimeoutError:
+        raise _body_too_slow(len(body), loop.time() - started) from None
     except ClientDisconnect:
         raise _ClientGone() from None
-    return b"".join(chunks)
+    return body
 
 
 def _body_unread(request: Request) -> bool:
