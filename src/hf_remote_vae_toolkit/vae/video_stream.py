@@ -10,10 +10,10 @@ Three pieces, each usable alone:
   one before as diffusers blends them and sent as soon as its blend is known, so the frames equal diffusers'
   framewise (tiled) decode. Spatial tiling inside a chunk is kept (HunyuanVideo); a Wan decode over the memory
   budget runs diffusers' spatially tiled decode whole and is then sent in chunks (same frames, no memory bound).
-- ``Mp4Fragments``: a fragmented MP4 (``movflags=empty_moov+default_base_moof+frag_keyframe``) written frame by
-  frame to a callback, with the same H.264 encoder and options as ``mp4.encode_mp4``, so the decoded frames of the
-  streamed file equal those of the plain one. The header (``ftyp`` + an empty ``moov``) goes out with the first
-  chunk; fragments follow as the encoder releases them (x264's look-ahead holds ~30 frames).
+- ``Mp4Fragments``: a fragmented MP4 (``movflags=empty_moov+default_base_moof+frag_keyframe``, and a fragment
+  every ``FRAGMENT_S`` of video) written frame by frame to a callback, with the same H.264 encoder and options
+  as ``mp4.encode_mp4`` (x264's look-ahead is 8 frames there, so frames leave about 8 frames behind the decode).
+  The header (``ftyp`` + an empty ``moov``) goes out with the first chunk.
 - ``VideoStream``: the ``contract.StreamedBody`` the server sends. ``produce()`` runs the decode on the GPU worker
   and puts each chunk (host uint8 frames) into a queue of ``QUEUE_CHUNKS``; for MP4 an encoder thread turns them
   into MP4 bytes (compressed, ~1 % of the frames) that wait for the client, so a slow client never holds up the
@@ -67,6 +67,8 @@ QUEUE_CHUNKS = 2
 #: Seconds a raw-frame stream waits for a client that reads nothing before giving up (freeing the GPU).
 STALL_TIMEOUT_S = 60.0
 MP4_MOVFLAGS = "empty_moov+default_base_moof+frag_keyframe"
+#: A fragment at least every this many seconds of video (and at every keyframe), so fragments follow the decode.
+FRAGMENT_S = 0.25
 
 
 #: Response header: the number of frames the stream carries (every streamed response has it).
@@ -203,8 +205,10 @@ class Mp4Fragments:
     def _open(self, width: int, height: int) -> None:
         import av
 
-        self._container = av.open(_Sink(self._sink), mode="w", format="mp4", options={"movflags": MP4_MOVFLAGS})
+        options = {"movflags": MP4_MOVFLAGS, "frag_duration": str(int(FRAGMENT_S * 1e6))}
+        self._container = av.open(_Sink(self._sink), mode="w", format="mp4", options=options)
         self._size = (width, height)
+        # the plain file's encoder and options (mp4.py: x264 with an 8-frame look-ahead)
         self._stream = _open_stream(self._container, self._encoder, self._rate, self._size, self._crf, None)
         self._container.start_encoding()  # ftyp + empty moov: the first bytes, before any frame is encoded
 
