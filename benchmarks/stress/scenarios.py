@@ -313,6 +313,9 @@ def slow_body(server: Server, pool: LatentPool, seconds_limit: float = 40.0) -> 
                 continue
         except TimeoutError:
             pass
+        except ConnectionResetError:
+            answer += b"[reset]"
+            break
         if served_meanwhile is None and time.monotonic() - started > 2:
             t0 = time.monotonic()
             r = requests.post(
@@ -534,6 +537,8 @@ def sigterm_under_load(repo: Path, http: str, pool: LatentPool, big: LatentPool,
         problems.append(f"the running request: {running!r}")
     if not q_ok:
         problems.append(f"queued answers: {dict(q_status)}")
+    if not q_status.get(503):
+        problems.append(f"no queued request was still queued at SIGTERM ({dict(q_status)}): the check did not run")
     if not late_ok:
         problems.append(f"a request during the drain: {late_result}")
     if code != 0:

@@ -24,6 +24,12 @@ connection limit                   what happens
 
 Request bodies have their own read limits (``app.py``: ``BODY_TIMEOUT_S``, ``BODY_MIN_RATE``).
 
+Closing is lingering: when the server closes a connection whose client is still sending (a ``413`` or
+``408`` before the whole body arrived), a plain close makes the kernel answer the client's next bytes with a
+reset, and the client often reports "connection reset" instead of reading the answer. The connection is
+half-closed instead (the answer and a FIN go out), what the client still sends is read and dropped for up
+to ``LINGER_S`` (2 s), then it is closed.
+
 ``GracefulServer`` is ``uvicorn.Server`` with the shutdown this service needs on SIGTERM (Kubernetes,
 Inference Endpoints): first the app drains (new requests get ``503`` JSON with ``Retry-After``, ``/health``
 answers 503, queued requests get ``503`` JSON, running ones finish within ``SHUTDOWN_GRACE_S``), then
@@ -56,6 +62,7 @@ __all__ = [
 ]
 
 HEADER_TIMEOUT_S = 10.0
+LINGER_S = 2.0
 KEEP_ALIVE_TIMEOUT_S = 5
 MAX_HEADER_BYTES = 64 * 1024
 
@@ -76,6 +83,35 @@ def _quote(text: str) -> bytes:
     import json
 
     return json.dumps(text).encode("utf-8")
+
+
+class _LingeringTransport:
+    """A transport whose ``close()`` half-closes (after the buffered answer), keeps reading for ``LINGER_S``
+    and then closes; everything else is the wrapped transport's."""
+
+    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+        self._transport = transport
+        self._loop = loop
+        self.lingering = False
+
+    def close(self) -> None:
+        if self.lingering or self._transport.is_closing():
+            return
+        self.lingering = True
+        try:
+            if self._transport.can_write_eof():
+                self._transport.write_eof()
+            self._transport.resume_reading()
+        except (OSError, RuntimeError, NotImplementedError):
+            self._transport.close()
+            return
+        self._loop.call_later(LINGER_S, self._transport.close)
+
+    def is_closing(self) -> bool:
+        return self.lingering or self._transport.is_closing()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._transport, name)
 
 
 class _HeadTimer:
@@ -110,8 +146,13 @@ class _HeadTimer:
 def _make_h11() -> type[asyncio.Protocol]:
     class H11(_HeadTimer, H11Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
+            self._lingering = _LingeringTransport(transport, self.loop)  # type: ignore[arg-type]
+            super().connection_made(self._lingering)  # type: ignore[arg-type]
             self._arm_head_timer()
+
+        def data_received(self, data: bytes) -> None:
+            if not self._lingering.lingering:  # after close: read and dropped
+                super().data_received(data)
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._cancel_head_timer()
@@ -136,7 +177,8 @@ def _make_httptools() -> type[asyncio.Protocol]:
         _refused = False
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
+            self._lingering = _LingeringTransport(transport, self.loop)  # type: ignore[arg-type]
+            super().connection_made(self._lingering)  # type: ignore[arg-type]
             self._arm_head_timer()
 
         def connection_lost(self, exc: Exception | None) -> None:
@@ -144,7 +186,7 @@ def _make_httptools() -> type[asyncio.Protocol]:
             super().connection_lost(exc)
 
         def data_received(self, data: bytes) -> None:
-            if self._refused:
+            if self._refused or self._lingering.lingering:  # after close: read and dropped
                 return
             super().data_received(data)
             if self._head_bytes > MAX_HEADER_BYTES and not self._refused:
