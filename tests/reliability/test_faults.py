@@ -180,3 +180,35 @@ def test_a_queue_size_of_zero_still_serves_an_idle_server() -> None:
     with running_server(handler=StockFaulty(), max_queue_size=0) as url:
         for i in range(3):
             assert requests.post(url, json={"inputs": i}, timeout=30).json() == {"ok": i}
+
+
+@pytest.mark.parametrize("http", PARSERS)
+def test_a_client_still_uploading_reads_the_413_instead_of_a_reset(http: str) -> None:
+    """The server answers 413 from Content-Length and closes while the client is still sending: the client
+    still reads the answer (the close lingers: half-close, drop what arrives; RFC 9112 section 9.6). On
+    loopback Linux keeps received data readable after a reset, so this checks the behaviour, not the cause."""
+    with running_server(handler=StockFaulty(), http=http, max_request_bytes=64 * 1024) as url:
+        parts = urlsplit(url)
+        total = 8 * 1024 * 1024
+        sock = socket.create_connection((parts.hostname, parts.port), timeout=10)
+        sock.sendall(
+            f"POST / HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {total}\r\n\r\n".encode()
+        )
+        time.sleep(0.5)  # the 413 has arrived and the server has closed its side
+        try:
+            sock.sendall(b" " * 65536)  # bytes after the server's close
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        time.sleep(0.5)
+        answer = b""
+        while True:
+            try:
+                part = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not part:
+                break
+            answer += part
+        sock.close()
+        assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
+        assert b"MAX_REQUEST_BYTES" in answer
