@@ -3,7 +3,7 @@
 Each encoder runs on a decoded image of the benchmark's VAE (random weights: structured noise) and on
 a smooth synthetic image (gradients and shapes, closer to a photograph for a compressor); the two
 bracket what real images cost. The decode times beside them are this machine's decode of the same
-size and the H100 figures of ANCHORS.md, where the encode would run on the server's CPU after a
+size and the H100 figures of docs/reference-figures.md, where the encode would run on the server's CPU after a
 GPU decode.
 """
 
@@ -23,7 +23,7 @@ from .outputs import OUTPUT_TYPES
 
 __all__ = ["run_encoding", "ANCHOR_DECODE_MS", "ENCODERS"]
 
-#: SD v1 fp16 eager decode on one H100 (ANCHORS.md, "Raw decode").
+#: SD v1 fp16 eager decode on one H100 (docs/reference-figures.md, "Raw decode").
 ANCHOR_DECODE_MS = {512: 22.0, 1024: 90.0, 2048: 421.0}
 
 ENCODERS: dict[str, Callable[[Any], bytes]] = {

@@ -5,7 +5,7 @@ Sections (each guarded: one failure is recorded and the others still run):
 1. ``memory``: the reference service's headline table, reproduced: peak GPU memory of a client that
    decodes locally (untiled and tiled) against one that decodes remotely, for SD v1 512² and 1024²,
    SDXL 1024², Flux 1024² and HunyuanVideo 61 frames at 480x832, as a share of the card.
-2. ``server_decode``: server-side decode time at 512², 1024², 2048² next to ANCHORS.md.
+2. ``server_decode``: server-side decode time at 512², 1024², 2048² next to docs/reference-figures.md.
 3. ``throughput``: the CPU suite's throughput section on the GPU (SD v1 full size, 512², JPEG):
    our scheduler against one request at a time, concurrency 1/4/16.
 4. ``remote_client``: a real remote decode from this process to a server child process, with this

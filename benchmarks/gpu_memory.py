@@ -28,7 +28,7 @@ class Case:
     label: str
     family: str
     latent_shape: tuple[int, ...]
-    anchor_above_weights_gib: float | None  # ANCHORS.md "peak above weights", untiled
+    anchor_above_weights_gib: float | None  # docs/reference-figures.md "peak above weights", untiled
     tiled: bool = True  # also measure diffusers' tiled decode
 
 

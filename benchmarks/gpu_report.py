@@ -64,11 +64,11 @@ GPU_SECTIONS: list[tuple[str, str, list[tuple[str, str]], str]] = [
         "Full-size configs, random weights; one timed decode per row (image rows after one untimed call). "
         "Allocator figures (`max_memory_allocated`): the CUDA context, which both clients have once they use "
         "the GPU at all, is not in them. HunyuanVideo's local decode is diffusers' default, which already "
-        "decodes in chunks of frames (framewise) as ANCHORS.md measured it; tiled adds spatial tiles.",
+        "decodes in chunks of frames (framewise) as docs/reference-figures.md measured it; tiled adds spatial tiles.",
     ),
     (
         "server_decode",
-        "2. Server-side decode time (SD v1, full size) next to ANCHORS.md",
+        "2. Server-side decode time (SD v1, full size) next to docs/reference-figures.md",
         [
             ("size", "px"),
             ("dtype", "dtype"),

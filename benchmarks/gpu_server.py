@@ -1,7 +1,7 @@
-"""GPU sections on the server side: decode time next to ANCHORS.md, and a remote client end to end.
+"""GPU sections on the server side: decode time next to docs/reference-figures.md, and a remote client end to end.
 
 Server-side decode: the SD v1 handler loaded from a model repo with full-size random weights, timed
-three ways at each size: the bare ``vae.decode`` (what ANCHORS.md measured), the handler returning a
+three ways at each size: the bare ``vae.decode`` (what docs/reference-figures.md measured), the handler returning a
 uint8 tensor (decode + postprocess + device-to-host copy) and the handler returning JPEG (plus the
 encode on the CPU). Medians after a warm-up, with the device synchronised.
 
@@ -27,7 +27,7 @@ from .outputs import OUTPUT_TYPES, SD_SCALING
 
 __all__ = ["ANCHOR_MS", "run_server_decode", "run_remote_client"]
 
-#: ANCHORS.md, SD v1 fp16 eager ``vae.decode`` on one H100.
+#: docs/reference-figures.md, SD v1 fp16 eager ``vae.decode`` on one H100.
 ANCHOR_MS = {512: 22.0, 1024: 90.0, 2048: 421.0}
 
 

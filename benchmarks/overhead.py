@@ -118,7 +118,7 @@ def run_overhead(handler: Any, url: str, sizes: list[int], repeats: dict[int, in
                 "encode_ms": round(t["encode"], 2),
                 "added_ms": round(t["added"], 2),
                 "ratio": round((t["inproc"] + t["added"]) / t["inproc"], 3),
-                # The same added milliseconds next to the real decoder on an H100 (ANCHORS.md): a projection.
+                # The same added milliseconds next to the real decoder on an H100 (docs/reference-figures.md): a projection.
                 "ratio_h100": round(1 + t["added"] / ANCHOR_DECODE_MS[size], 3) if size in ANCHOR_DECODE_MS else None,
                 "same_output": same,
                 "repeats": repeats[size],

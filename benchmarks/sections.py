@@ -91,7 +91,7 @@ REPORT_SECTIONS = [
         "the round trip minus the server's handler time for that request (from `/metrics`) minus the response "
         "encoding (the server encodes images outside the handler; the in-process encode time stands for it), "
         "and the overhead ratio is (in-process + added) / in-process; the raw medians are beside it. The tiny "
-        "model on one CPU thread decodes slower than the real one on an H100 (ANCHORS.md: 22 ms at 512², 90 ms "
+        "model on one CPU thread decodes slower than the real one on an H100 (docs/reference-figures.md: 22 ms at 512², 90 ms "
         "at 1024²), so the last ratio puts the same added milliseconds next to the H100 decode. Most of PNG's "
         "added time is the client decoding a multi-megabyte PNG; a raw tensor's is 12.6 MB (float32) crossing "
         "the loopback and being copied.",
@@ -117,7 +117,7 @@ REPORT_SECTIONS = [
         "requests 26% faster for that reason alone). At concurrency 1 both servers do exactly the same (nothing to "
         "batch), so that row's ratio is this machine's noise floor. On a CPU one image already keeps the core "
         "busy and a batch of 512² images runs slower per image (its activations leave the caches), so batching "
-        "can lose here; on a GPU a batch of 8 512² images runs at 1.7x the batch-1 rate (ANCHORS.md): see the "
+        "can lose here; on a GPU a batch of 8 512² images runs at 1.7x the batch-1 rate (docs/reference-figures.md): see the "
         "GPU script.",
     ),
     (
@@ -148,7 +148,7 @@ REPORT_SECTIONS = [
             ("vs_cpu_decode", "encode / tiny decode"),
             ("vs_h100_decode", "encode / H100 decode"),
         ],
-        "One thread, this CPU. The H100 column divides by the full SD v1 fp16 decode of ANCHORS.md "
+        "One thread, this CPU. The H100 column divides by the full SD v1 fp16 decode of docs/reference-figures.md "
         f"({', '.join(f'{k}²: {v:g} ms' for k, v in ANCHOR_DECODE_MS.items())}): the cost a GPU server pays on "
         "its CPU after each decode.",
     ),

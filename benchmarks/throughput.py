@@ -1,7 +1,7 @@
 """Section 2: requests per second at concurrency 1, 4 and 16, our scheduler against the reference's.
 
 The reference behaviour is the same server with ``MAX_BATCH_SIZE=1``: one request at a time, no
-batching (PROTOCOL.md section 7). Both servers run as child processes (``hf-remote-vae serve``), so
+batching (docs/protocol.md). Both servers run as child processes (``hf-remote-vae serve``), so
 the client threads here do not share a GIL with them. The client is our ``decode_many`` over one
 pooled session.
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Container start-up, as ../shared/design/TOOLKIT_CONTRACT.md ("Start-up") describes it:
+# Container start-up, as the Inference Endpoints contract has it (docs/compatibility.md, "Loading"):
 #
 #   1. exactly one of HF_MODEL_ID / HF_MODEL_DIR must be set; both or neither: a message, exit 1;
 #   2. HF_MODEL_ID: the repo (HF_REVISION, HF_HUB_TOKEN) is downloaded into the default model

@@ -3,7 +3,7 @@
 The server's codecs and the VAE handlers both encode through these, so an image leaves the service
 the same way whichever path produced it. Each takes ``(image, **opts)`` and returns bytes.
 
-PNG speed. Pillow's default PNG (zlib level 6) costs more than the decode it follows (ANCHORS.md:
+PNG speed. Pillow's default PNG (zlib level 6) costs more than the decode it follows (docs/reference-figures.md:
 165 ms at 1024² against a 90 ms decode). Measured on this project's CPU at 1024² RGB (best of 3; the
 photo is matplotlib's ``grace_hopper.jpg`` resized, the smooth image a synthetic gradient):
 

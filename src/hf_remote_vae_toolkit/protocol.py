@@ -3,7 +3,7 @@
 Everything that must agree on both ends of the wire lives here: media types, header names,
 the dtype table, how query parameters are written and read back, and how a tensor travels as
 raw bytes (C-contiguous, little-endian, no header; ``shape`` and ``dtype`` beside it).
-See ``shared/design/PROTOCOL.md`` for the specification this module implements.
+See ``docs/protocol.md`` for the specification this module implements.
 Only little-endian hosts are supported (every platform torch ships for).
 
 torch is imported on first use, not at import time: the light client install (no torch) imports

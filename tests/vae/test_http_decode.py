@@ -38,7 +38,7 @@ def latents(family: str, batch: int = 1, seed: int = 0) -> torch.Tensor:
 
 
 def local_raw(vae: Any, z: torch.Tensor, scale: float | None = None, shift: float | None = None) -> torch.Tensor:
-    """Reference decode: de-normalise as PROTOCOL.md section 2 says, then ``vae.decode``; [B, 3, H, W] in [-1, 1]."""
+    """Reference decode: de-normalise as docs/protocol.md says, then ``vae.decode``; [B, 3, H, W] in [-1, 1]."""
     if scale is not None:
         z = z / scale
     if shift is not None:

@@ -108,7 +108,7 @@ def test_pixel_limits(small_limit_urls: tuple[str, str]) -> None:
         remote_encode(enc, Image.new("RGB", (72, 64)))
 
 
-# --------------------------------------------------------------------------- older variants (PROTOCOL.md section 6)
+# --------------------------------------------------------------------------- older variants (docs/protocol.md)
 
 
 def test_tensor_base64_in_and_out(sd_url: str, local_vae: Any) -> None:

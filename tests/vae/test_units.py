@@ -166,7 +166,7 @@ def test_unit_keeps_dtype_and_range() -> None:
     assert out.flatten().tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
 
 
-# --------------------------------------------------------------------------- memory (ANCHORS.md)
+# --------------------------------------------------------------------------- memory (docs/reference-figures.md)
 
 
 @pytest.mark.parametrize(

@@ -2,7 +2,7 @@
 
 A ``DecodeJob`` is everything about one request that can be known without a GPU: the latent shape
 (unpacked), the scaling, the output kind. Parsing it is the validation step; running jobs is the
-GPU step. Output kinds (PROTOCOL.md section 3, image rows):
+GPU step. Output kinds (docs/protocol.md, image rows):
 
 =========  =====================================================  ==================================
 kind       what the client gets                                   chosen by
@@ -129,7 +129,7 @@ def _jpeg_quality(params: Mapping[str, Any]) -> int:
 
 
 def _legacy_tensor(inputs: str, params: Mapping[str, Any]) -> torch.Tensor:
-    """JSON v0 (PROTOCOL.md section 6): base64 of raw bytes, ``shape``/``dtype`` in ``parameters``."""
+    """JSON v0 (docs/protocol.md): base64 of raw bytes, ``shape``/``dtype`` in ``parameters``."""
     if "shape" not in params or "dtype" not in params:
         raise InvalidRequest("a base64 tensor in JSON needs parameters.shape and parameters.dtype")
     try:

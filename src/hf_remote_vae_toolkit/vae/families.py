@@ -1,4 +1,4 @@
-"""The VAE families we serve, in one registry (PROTOCOL.md section 7).
+"""The VAE families we serve, in one registry (docs/protocol.md).
 
 A family says which diffusers class to load, the latent layout it expects, its latent
 normalisation, the dtype it runs in on a GPU, and two configs to build it with random weights:

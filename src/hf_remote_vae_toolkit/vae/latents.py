@@ -5,7 +5,7 @@ Layouts: image latents ``[B, C, h, w]``; packed (Flux) latents ``[B, N, 4C]`` wi
 diffusion model produced (roughly unit variance once scaled); no range is assumed.
 
 Every check here looks at shapes and parameters only, so a bad request is refused before any tensor
-reaches a device (PROTOCOL.md section 5).
+reaches a device (docs/protocol.md).
 """
 
 from __future__ import annotations
@@ -85,7 +85,7 @@ def _nothing(params: Mapping[str, Any], loaded: LoadedVAE) -> Scaling | None:
     return Scaling("none")
 
 
-#: PROTOCOL.md section 2, in order: the first rule that answers wins.
+#: docs/protocol.md, in order: the first rule that answers wins.
 SCALING_RULES: tuple[Callable[[Mapping[str, Any], LoadedVAE], Scaling | None], ...] = (_explicit, _model, _nothing)
 
 

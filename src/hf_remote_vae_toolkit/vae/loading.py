@@ -4,7 +4,7 @@ Where the weights are: the directory root (a VAE-only repo such as ``stabilityai
 ``vae/`` subfolder (a whole pipeline repo such as ``black-forest-labs/FLUX.1-schnell``). Either way they
 load through diffusers' ``from_pretrained``, the path real weights take.
 
-Which numbers: the family's defaults (PROTOCOL.md section 7), overridden by the weights' own
+Which numbers: the family's defaults (docs/protocol.md), overridden by the weights' own
 ``config.json`` (a fine-tune may change ``scaling_factor``), the dtype overridden by ``VAE_DTYPE``.
 
 How it runs (``fastpath.py``): on CUDA, cuDNN autotuning and channels-last weights (``channels_last_3d`` for a

@@ -1,6 +1,6 @@
 """How much GPU memory a decode needs above the weights, calibrated on measured peaks.
 
-ANCHORS.md (H100, eager diffusers, SD v1 / SDXL / Flux decoder, which share one architecture):
+docs/reference-figures.md (H100, eager diffusers, SD v1 / SDXL / Flux decoder, which share one architecture):
 
 =========================  ==========  =============
 decode                     dtype       peak
@@ -24,7 +24,7 @@ __all__ = ["BYTES_PER_PIXEL_PER_ITEM", "estimate_decode_bytes", "estimate_tiled_
 
 GiB = 1024**3
 
-#: Peak activation bytes per output pixel, per byte of element size (fit to ANCHORS.md, see above).
+#: Peak activation bytes per output pixel, per byte of element size (fit to docs/reference-figures.md, see above).
 BYTES_PER_PIXEL_PER_ITEM = 1220.0
 
 #: Copies of the output image a tiled decode holds at its peak (the tiles, then the blended rows).
