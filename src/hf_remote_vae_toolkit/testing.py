@@ -19,7 +19,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["running_server", "serving_process", "free_port", "wait_healthy"]
+__all__ = ["running_server", "serving_process", "free_port", "wait_healthy", "load_endpoint_handler"]
 
 
 def free_port() -> int:
@@ -128,3 +128,18 @@ def serving_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def load_endpoint_handler(repo: str | os.PathLike[str], **kwargs: Any) -> Any:
+    """Import ``repo/handler.py`` as the server does and build ``EndpointHandler(str(repo), **kwargs)``: a
+    handler in this process, without a server (tests, notebooks, benchmarks)."""
+    import importlib.util
+
+    path = Path(repo)
+    name = f"_endpoint_handler_{abs(hash(str(path.resolve())))}"
+    spec = importlib.util.spec_from_file_location(name, path / "handler.py")
+    if spec is None or spec.loader is None:
+        raise FileNotFoundError(f"no handler.py in {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.EndpointHandler(str(path), **kwargs)
