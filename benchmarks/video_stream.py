@@ -271,9 +271,12 @@ def _table(report: dict[str, Any]) -> str:
     lines += [
         "",
         "First byte: the MP4 header (`ftyp` + empty `moov`), sent once the first chunk is decoded; first frame data:",
-        "the first `moof` fragment, which x264's look-ahead (~30 frames at preset fast) holds back.",
+        "the first `moof` fragment, which x264's look-ahead (8 frames, mp4.py) and B-frames hold back.",
         "",
         "## Server memory: peak resident set during one request",
+        "",
+        "A fresh `hf-remote-vae serve` process per row, warmed with one 5-frame request of the same kind. The peak",
+        "resident set is the robust figure (the resident set before the request varies with what the warm-up left).",
         "",
         "| frames | response | peak RSS (MiB) | above the process before it (MiB) | total (s) |",
         "|---|---|---|---|---|",
