@@ -37,6 +37,7 @@ __all__ = [
     "HEADER_DTYPE",
     "HEADER_REQUEST_ID",
     "HEADER_TILED",
+    "HEADER_FRAMES",
     "DTYPES",
     "DTYPE_NAMES",
     "MAX_RANK",
@@ -70,6 +71,7 @@ HEADER_SHAPE = "shape"
 HEADER_DTYPE = "dtype"
 HEADER_REQUEST_ID = "X-Request-Id"
 HEADER_TILED = "X-Tiled"
+HEADER_FRAMES = "X-Frames"  # a streamed video: how many frames the body will carry
 
 #: The wire dtype names. The diffusers client knows exactly these four.
 DTYPE_NAMES = ("float16", "float32", "bfloat16", "uint8")

@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 import requests
 
+from .. import protocol
 from ..errors import ServiceError
 from ..protocol import HEADER_REQUEST_ID, TENSOR_BINARY, VIDEO_MP4, encode_query
 from ._arrays import array_bytes, wire_dtype
@@ -39,7 +40,7 @@ from ._http import RetriesArg, TimeoutArg, TokenArg, _as_retry, _as_timeout, _er
 
 __all__ = ["stream_decode_to_file", "iter_decode_frames", "StreamTruncated", "StreamResult", "HEADER_FRAMES"]
 
-HEADER_FRAMES = "X-Frames"
+HEADER_FRAMES = protocol.HEADER_FRAMES
 
 
 class StreamTruncated(ClientConnectionError):

@@ -276,7 +276,14 @@ def create_app(settings: Settings, handler: Any = None) -> Starlette:
                 allow_origins=list(settings.cors_allow_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["*"],
-                expose_headers=["shape", "dtype", protocol.HEADER_REQUEST_ID, protocol.HEADER_TILED, "Retry-After"],
+                expose_headers=[
+                    "shape",
+                    "dtype",
+                    protocol.HEADER_REQUEST_ID,
+                    protocol.HEADER_TILED,
+                    protocol.HEADER_FRAMES,
+                    "Retry-After",
+                ],
             )
         )
     app = Starlette(

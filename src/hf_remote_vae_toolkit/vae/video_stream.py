@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from .. import protocol
 from ..contract import Output
 from ..errors import InvalidRequest
 from ..protocol import HEADER_DTYPE, HEADER_SHAPE, HEADER_TILED, TENSOR_BINARY, VIDEO_MP4, dtype_name, tensor_to_bytes
@@ -72,7 +73,7 @@ FRAGMENT_S = 0.25
 
 
 #: Response header: the number of frames the stream carries (every streamed response has it).
-HEADER_FRAMES = "X-Frames"
+HEADER_FRAMES = protocol.HEADER_FRAMES
 #: Outputs that are frame-major and can be sent frame by frame (``raw`` is ``[B, 3, F, H, W]``: it is not).
 STREAMABLE = ("mp4", "uint8", "unit")
 
