@@ -351,13 +351,16 @@ class Scheduler:
             for job in batch:
                 _fail(job, exc)
             return
-        elapsed = self.clock() - started
-        self.metrics.handler_time.observe(elapsed)
-        self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * (elapsed / len(batch))
+        self.metrics.handler_time.observe(self.clock() - started)
         for job, output in zip(batch, outputs):
             if not job.future.done():
                 job.future.set_result(output)
-        self._produce_streams(batch, outputs)
+        if any(getattr(output, "stream", None) is not None for output in outputs):
+            # a stream decodes while it is sent: it gets its own REQUEST_TIMEOUT_S before /health calls the
+            # worker stuck, and its time counts in the drain estimate (Retry-After)
+            self._batch_started[worker] = time.monotonic()
+            self._produce_streams(batch, outputs)
+        self._seconds_per_job = 0.8 * self._seconds_per_job + 0.2 * ((self.clock() - started) / len(batch))
 
     @staticmethod
     def _produce_streams(batch: list[Job], outputs: list[Any]) -> None:
