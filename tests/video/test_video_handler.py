@@ -80,3 +80,12 @@ def test_budget_from_the_environment_and_warmup(repo: VideoRepo) -> None:
     handler.warmup()
     outputs = handler.call_batch([_parse(handler, _data(torch.zeros(1, 16, 2, 8, 8)))])
     assert outputs[0].value.shape == (1, 3, 5, 64, 64)
+
+
+def test_the_stock_call_never_streams(repo: VideoRepo) -> None:
+    # handler(data) has no reader for a stream: stream=true there answers the whole result at once
+    out = _handler(repo.path)(
+        {"inputs": torch.zeros(1, 16, 2, 8, 8), "parameters": {"output_type": "mp4", "stream": True}}
+    )
+    assert out.stream is None
+    assert out.finish(out.value)[4:8] == b"ftyp"

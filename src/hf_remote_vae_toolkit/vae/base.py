@@ -8,6 +8,7 @@ it batches or uses memory, ``batch_key`` and ``estimate_memory``.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Hashable, Mapping
 from typing import Any, ClassVar
 
@@ -100,8 +101,11 @@ class VaeHandler(metaclass=_AttachedOnceBuilt):
         raise NotImplementedError
 
     def __call__(self, data: dict[str, Any]) -> Any:
-        """The stock contract: one request, its ``parameters`` typed values, the natural output."""
+        """The stock contract: one request, its ``parameters`` typed values, the natural output. The whole
+        result comes back at once: a video is never streamed here (nothing would read the stream)."""
         job = self.parse(data, RequestInfo(body_parameters="parameters" in data))
+        if getattr(job, "stream", False):
+            job = dataclasses.replace(job, stream=False)
         return self.call_batch([job])[0]
 
     def warmup(self) -> None:
