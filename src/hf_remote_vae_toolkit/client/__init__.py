@@ -31,12 +31,16 @@ from ._encode import remote_encode
 from ._errors import ClientConnectionError, ClientTimeout
 from ._http import DEFAULT_TIMEOUT, Retry, new_session
 from ._many import DecodeManyError, adecode_many, decode_many
+from .streaming import StreamTruncated, iter_decode_frames, stream_decode_to_file
 
 __all__ = [
     "remote_decode",
     "remote_encode",
     "decode_many",
     "adecode_many",
+    "stream_decode_to_file",
+    "iter_decode_frames",
+    "StreamTruncated",
     "RemoteVAE",
     "Retry",
     "DEFAULT_TIMEOUT",
