@@ -141,6 +141,12 @@ def main(argv: list[str] | None = None) -> int:
     report["seconds"] = round(time.monotonic() - t_start, 1)
     report["counts"] = {"fuzz": n_fuzz, "soak": n_soak, "burst": 10 * args.queue, "queue": args.queue}
     failed = [k for k, v in report["results"].items() if not v.get("ok")]
+    # the latency target is stated but only enforced with --full: at small counts on a shared CI machine a
+    # p99 of a few hundred requests is noise
+    slow = [k for k, v in report["results"].items() if v.get("ok_latency") is False]
+    report["latency_target_missed"] = slow
+    if args.full:
+        failed += slow
     report["failed"] = failed
     stem = args.out or RESULTS / f"stress-{dt.date.today().isoformat()}{'' if args.full else '-small'}"
     stem.parent.mkdir(parents=True, exist_ok=True)
@@ -195,6 +201,12 @@ def markdown(report: dict[str, Any]) -> str:
             }
         text = json.dumps(figures, default=str).replace("|", "/")
         lines.append(f"| {name} | {'pass' if r.get('ok') else '**FAIL**'} | {text} |")
+        if "ok_latency" in r:
+            verdict = "pass" if r["ok_latency"] else "**missed**"
+            lines.append(
+                f"| {name} latency | {verdict} | p99 drift {r['p99_drift']}x (target < 1.2x); p99 per window (ms): "
+                f"{r['p99_per_window_ms']} |"
+            )
     lines += ["", "Targets:", ""] + [f"- **{k}**: {v}" for k, v in report["targets"].items()]
     problems = [(k, p) for k, v in report["results"].items() for p in v.get("problems", [])]
     if problems:

@@ -260,6 +260,7 @@ def soak(
 
     first = latencies[window : 2 * window] if n >= 3 * window else latencies[: n // 3]
     last = latencies[-window:] if n >= 3 * window else latencies[-(n // 3) :]
+    windows = [round(p99(latencies[i : i + window]), 1) for i in range(0, n - window + 1, window)]
     growth = (rss["end"] - rss.get("at_window", rss["start"])) / max(1, rss.get("at_window", rss["start"]))
     drift = p99(last) / p99(first) if p99(first) else 0.0
     return {
@@ -273,6 +274,7 @@ def soak(
         "p99_first_window_ms": round(p99(first), 2),
         "p99_last_window_ms": round(p99(last), 2),
         "p99_drift": round(drift, 3),
+        "p99_per_window_ms": windows,
         "rss_mib": {k: round(v / 2**20, 1) for k, v in rss.items()},
         "rss_growth_window_to_end": round(growth, 4),
         "ok": not problems and growth < 0.05,
