@@ -461,41 +461,35 @@ def worker_faults(workdir: Path, http: str) -> dict[str, Any]:
     return out
 
 
-def sigterm_under_load(repo: Path, http: str, pool: LatentPool, big: LatentPool, queued: int = 6) -> dict[str, Any]:
-    """SIGTERM with one request running and ``queued`` waiting: the running one finishes correctly, the
-    queued ones get a JSON 503 with Retry-After, a request sent during the drain gets a 503 (or a refused
-    connection once the socket is closed), and the process exits 0."""
+def sigterm_under_load(workdir: Path, http: str, queued: int = 6, hold_s: float = 3.0) -> dict[str, Any]:
+    """SIGTERM with one request running (a handler that takes ``hold_s``) and ``queued`` waiting: the running
+    one finishes with its own answer, the queued ones get a JSON 503 with Retry-After, a request sent during
+    the drain gets a 503 (or a refused connection once the socket is closed), and the process exits 0.
+
+    The toy handler makes the timing certain (a VAE decode on these tiny weights is over in milliseconds)."""
+    repo = toy_repo(workdir / "toy-sigterm")
     problems: list[str] = []
     with serve(repo, http, env_with(SHUTDOWN_GRACE_S=20, MAX_QUEUE_SIZE=64)) as server:
         results: dict[str, Any] = {}
 
-        def send(name: str, data: bytes) -> None:
-            conn = Connection(server.host, server.port, 60)
+        def send(name: str, query: str) -> None:
             try:
-                results[name] = conn.exchange(data, 60)
-            except NoAnswer as exc:
+                results[name] = requests.post(f"{server.url}/?{query}", json={"inputs": name}, timeout=60)
+            except requests.RequestException as exc:
                 results[name] = exc
-            finally:
-                conn.close()
 
-        threads = [threading.Thread(target=send, args=("running", _decode_request(big, 0, "raw", "running")))]
+        threads = [threading.Thread(target=send, args=("running", f"do=sleep&s={hold_s}"))]
         threads[0].start()
-        time.sleep(0.3)
+        time.sleep(0.5)
         for q in range(queued):
-            t = threading.Thread(target=send, args=(f"queued{q}", _decode_request(pool, q % 8, "raw", f"queued{q}")))
-            t.start()
-            threads.append(t)
-        time.sleep(0.3)
+            threads.append(threading.Thread(target=send, args=(f"queued{q}", "")))
+            threads[-1].start()
+        time.sleep(0.5)
         sent_at = time.monotonic()
         server.proc.send_signal(15)
-        time.sleep(0.05)
+        time.sleep(0.3)  # uvicorn looks at its exit flag every 0.1 s
         try:
-            late = requests.post(
-                f"{server.url}/?{pool.query(0, output_type='pt')}",
-                data=pool.body(0),
-                headers={"Content-Type": "tensor/binary"},
-                timeout=10,
-            )
+            late = requests.post(server.url, json={"inputs": "late"}, timeout=10)
             late_result: Any = (late.status_code, late.headers.get("retry-after"), late.headers.get("content-type"))
         except requests.ConnectionError:
             late_result = "connection refused (socket already closed)"
@@ -504,33 +498,16 @@ def sigterm_under_load(repo: Path, http: str, pool: LatentPool, big: LatentPool,
         code = wait_exit(server.proc, 60)
         exit_s = time.monotonic() - sent_at
     running = results.get("running")
-    running_ok = (
-        not isinstance(running, Exception)
-        and running is not None
-        and check_decode(big, 0, "raw", running.status, running.body, running.headers) is None
-    )
-    queued_answers = [results.get(f"queued{q}") for q in range(queued)]
-    q_status = Counter(
-        (r.status if not isinstance(r, Exception) and r is not None else "no answer") for r in queued_answers
-    )
+    running_ok = isinstance(running, requests.Response) and running.status_code == 200
+    running_ok = running_ok and running.json() == {"ok": True, "inputs": "running"}
+    answers = [results.get(f"queued{q}") for q in range(queued)]
+    statuses = Counter(r.status_code if isinstance(r, requests.Response) else "no answer" for r in answers)
     q_ok = all(
-        r is not None
-        and not isinstance(r, Exception)
-        and (
-            (
-                r.status == 503
-                and r.headers.get("retry-after")
-                and r.headers.get("content-type", "").startswith("application/json")
-            )
-            or (
-                r.status == 200
-                and check_decode(
-                    pool, int(r.headers.get("x-request-id", "queued0")[6:]) % 8, "raw", r.status, r.body, r.headers
-                )
-                is None
-            )
-        )
-        for r in queued_answers
+        isinstance(r, requests.Response)
+        and r.status_code == 503
+        and r.headers.get("retry-after")
+        and r.headers.get("content-type", "").startswith("application/json")
+        for r in answers
     )
     late_ok = late_result == "connection refused (socket already closed)" or (
         isinstance(late_result, tuple) and late_result[0] == 503 and late_result[1]
@@ -538,9 +515,7 @@ def sigterm_under_load(repo: Path, http: str, pool: LatentPool, big: LatentPool,
     if not running_ok:
         problems.append(f"the running request: {running!r}")
     if not q_ok:
-        problems.append(f"queued answers: {dict(q_status)}")
-    if not q_status.get(503):
-        problems.append(f"no queued request was still queued at SIGTERM ({dict(q_status)}): the check did not run")
+        problems.append(f"queued answers: {dict(statuses)}")
     if not late_ok:
         problems.append(f"a request during the drain: {late_result}")
     if code != 0:
@@ -548,7 +523,7 @@ def sigterm_under_load(repo: Path, http: str, pool: LatentPool, big: LatentPool,
     return {
         "running_request_correct": running_ok,
         "queued": queued,
-        "queued_statuses": {str(k): v for k, v in q_status.items()},
+        "queued_statuses": {str(k): v for k, v in statuses.items()},
         "request_during_drain": late_result if isinstance(late_result, str) else list(late_result),
         "exit_code": code,
         "exit_after_s": round(exit_s, 2),
