@@ -322,9 +322,12 @@ class VideoStream:
                     close = getattr(chunks, "close", None)
                     if close is not None:
                         close()  # releases the model lock and the decoder's cache at once
-            # the reader may close the stream as soon as it has the end marker: decide the outcome first
-            complete = complete and not self._closed.is_set()
-            record.outcome = "done" if complete and self._put(_END) else "closed"
+            # done: every chunk was decoded and handed over. A reader that has all it needs (a tensor body with its
+            # Content-Length) may close before it reads the end marker: that does not make the stream "closed".
+            complete = complete or (record.chunks_total > 0 and record.chunks_decoded >= record.chunks_total)
+            record.outcome = "done" if complete else "closed"
+            if complete:
+                self._put(_END)
         except Exception as exc:  # reported to the reader, which ends the connection
             record.outcome = "failed"
             log.error("the streamed decode failed after %d chunks", record.chunks_decoded, exc_info=True)
