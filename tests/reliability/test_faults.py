@@ -212,3 +212,19 @@ def test_a_client_still_uploading_reads_the_413_instead_of_a_reset(http: str) ->
         sock.close()
         assert answer.startswith(b"HTTP/1.1 413"), answer[:100]
         assert b"MAX_REQUEST_BYTES" in answer
+
+
+def test_a_worker_thread_that_ended_is_replaced_by_the_health_check() -> None:
+    from hf_remote_vae_toolkit.server.metrics import Metrics
+    from hf_remote_vae_toolkit.server.scheduler import Scheduler
+
+    scheduler = Scheduler([StockFaulty()], Metrics(), max_queue_size=4)
+    dead = threading.Thread(target=lambda: None)
+    dead.start()
+    dead.join()
+    scheduler._threads = [dead]  # a worker that ended (short of a bug it cannot: this stands in for one)
+    assert scheduler.health() is None
+    assert scheduler._threads[0] is not dead and scheduler._threads[0].is_alive()
+    assert scheduler.submit({"inputs": 1}).future.result(timeout=10) == {"ok": 1}
+    scheduler.stop(5)
+    assert scheduler.health() == "shutting down"
