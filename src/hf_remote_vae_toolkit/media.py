@@ -95,15 +95,25 @@ ENCODERS = {
 }
 
 
+#: Formats Pillow reads only by running another program on the data (EPS: Ghostscript). Never opened here.
+_EXTERNAL_PROGRAM_FORMATS = frozenset({"EPS"})
+
+
+def _safe_formats() -> list[str]:
+    Image.init()
+    return [name for name in Image.OPEN if name not in _EXTERNAL_PROGRAM_FORMATS]
+
+
 def open_image(body: bytes) -> Image.Image:
-    """Image bytes (any format Pillow reads) -> RGB image, as the stock toolkit reads an ``image/*`` body.
+    """Image bytes (any format Pillow reads on its own: not EPS, which runs Ghostscript) -> RGB image, as the
+    stock toolkit reads an ``image/*`` body.
 
     Decompression bombs are refused (413) before their pixels are decoded; unreadable bytes are a 400.
     """
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(body))
+            image = Image.open(io.BytesIO(body), formats=_safe_formats())
             image.load()
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise PayloadTooLarge(f"image is too large to decode: {exc}") from None

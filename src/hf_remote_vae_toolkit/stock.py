@@ -16,6 +16,7 @@ pure-Python ``prometheus_client``); MP4 uses the ``ffmpeg`` program when PyAV is
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -52,7 +53,10 @@ def attach(handler: Any) -> bool:
 
     settings = Settings.from_env(os.environ)
     app = create_app(settings, handler=handler)
-    start_serving(app, settings, handler)  # warm-up and the scheduler, before the toolkit opens its port
+    scheduler = start_serving(app, settings, handler)  # warm-up and the scheduler, before the toolkit opens its port
+    on_shutdown = getattr(getattr(stock_app, "router", None), "on_shutdown", None)
+    if isinstance(on_shutdown, list):  # SIGTERM: what is still queued gets a retryable 503, the workers stop
+        on_shutdown.append(functools.partial(scheduler.stop, settings.shutdown_grace_s))
     taken = 0
     for route in routes:
         if getattr(route, "path", None) in _PATHS:

@@ -165,3 +165,36 @@ def test_health_and_metrics_are_ours_on_the_stock_toolkit(servers: Any) -> None:
     metrics = requests.get(stock + "/metrics", timeout=30).text
     # our Prometheus registry (the autoscaling gauges count our queue), not the toolkit's two-line text
     assert "inf_queue_size 0.0" in metrics and "hf_vae_requests_total" in metrics
+
+
+def test_sigterm_stops_our_workers_on_the_stock_toolkit(tmp_path: Path) -> None:
+    import subprocess
+
+    from hf_remote_vae_toolkit.testing import free_port, wait_healthy
+
+    from .conftest import STOCK_APP, STOCK_PYTHON
+
+    if not stock_available():
+        pytest.skip(STOCK_MISSING)
+    repo = init_repo("sd-v1-decode", tmp_path / "repo", random_weights="tiny")
+    port = free_port()
+    env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "HF_MODEL_DIR": str(repo), "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen(
+        [str(STOCK_PYTHON), "-m", "uvicorn", STOCK_APP, "--host", "127.0.0.1", "--port", str(port)],
+        env=env,
+        cwd=tmp_path,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        wait_healthy(f"http://127.0.0.1:{port}", timeout=300, proc=proc)
+        proc.terminate()
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    # the stock toolkit's uvicorn ends by the signal (-15) or 0, depending on its version: not ours to change
+    assert proc.returncode in (0, -15), out[-2000:]
+    assert "Workers stopped: 0 queued request(s) answered 503, 0 worker(s) still busy" in out, out[-2000:]
+    assert "Traceback" not in out

@@ -304,3 +304,28 @@ def test_cli_init_repo(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert main(["init-repo", "sdxl-decode", "--out", str(tmp_path / "z"), "--random-weights", "tiny",
                  "--handlers-dir", str(tmp_path / "missing")]) == 2  # fmt: skip
     assert "--handlers-dir" in capsys.readouterr().err
+
+
+def test_a_16_bit_grayscale_image_keeps_its_levels_for_encode() -> None:
+    import io
+
+    from hf_remote_vae_toolkit.vae.encode import image_to_tensor
+
+    levels = (np.arange(64 * 64, dtype=np.uint32).reshape(64, 64) * 16).astype(np.uint16)
+    buffer = io.BytesIO()
+    Image.fromarray(levels).save(buffer, format="PNG")
+    image = Image.open(buffer)
+    assert image.mode in ("I;16", "I")
+    x = image_to_tensor(image)
+    expected = torch.from_numpy(levels.astype(np.float32) / 65535.0 * 2 - 1)
+    assert torch.allclose(x[0, 0], expected, atol=1e-6) and torch.equal(x[0, 0], x[0, 2])
+    assert float((x > 0.99).float().mean()) < 0.01  # Pillow's convert("RGB") made 99.6 % of it white
+
+
+def test_images_that_need_an_external_program_are_never_opened() -> None:
+    # EPS goes to Ghostscript when it is installed: untrusted PostScript must never run here
+    formats = media._safe_formats()
+    assert "EPS" not in formats and {"PNG", "JPEG", "WEBP", "TIFF", "BMP", "GIF"} <= set(formats)
+    eps = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    with pytest.raises(InvalidRequest, match="cannot identify"):  # refused unread, not "Ghostscript missing"
+        media.open_image(eps)

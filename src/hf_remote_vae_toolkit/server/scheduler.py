@@ -217,6 +217,8 @@ class Scheduler:
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+        running = sum(thread.is_alive() for thread in self._threads)
+        log.info("Workers stopped: %d queued request(s) answered 503, %d worker(s) still busy", len(leftover), running)
 
     # ------------------------------------------------------------------ worker side
 

@@ -60,12 +60,22 @@ def image_to_tensor(image: Image.Image, multiple: int = 8) -> torch.Tensor:
 
     Same arithmetic as ``VaeImageProcessor``: ``x / 255`` in float32, then ``2x - 1``.
     """
-    rgb = image if image.mode == "RGB" else image.convert("RGB")
-    w, h = _floor8(rgb.width, "width", multiple), _floor8(rgb.height, "height", multiple)
-    if (w, h) != rgb.size:
-        rgb = rgb.crop((0, 0, w, h))
-    unit = np.asarray(rgb).astype(np.float32) / 255.0
+    w, h = _floor8(image.width, "width", multiple), _floor8(image.height, "height", multiple)
+    if (w, h) != image.size:
+        image = image.crop((0, 0, w, h))
+    if image.mode in _WIDE_GRAY:
+        # 16-bit and float grayscale: Pillow's convert("RGB") would clip every value above 255 to white
+        gray = np.asarray(image, dtype=np.float32)
+        full = 1.0 if image.mode == "F" and float(gray.max(initial=0.0)) <= 1.0 else _WIDE_GRAY[image.mode]
+        unit = np.repeat(np.clip(gray / full, 0.0, 1.0)[..., None], 3, axis=2)
+    else:
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
+        unit = np.asarray(rgb).astype(np.float32) / 255.0
     return torch.from_numpy(2.0 * unit - 1.0).permute(2, 0, 1).unsqueeze(0).contiguous()
+
+
+#: Grayscale modes wider than 8 bits -> the value of full white (a 16-bit PNG opens as I;16 or I; F: [0, 1] or 0-255)
+_WIDE_GRAY = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I": 65535.0, "F": 255.0}
 
 
 #: ``value_range`` parameter -> whether a float tensor is already in [-1, 1].
