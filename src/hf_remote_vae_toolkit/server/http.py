@@ -89,13 +89,19 @@ class _LingeringTransport:
     """A transport whose ``close()`` half-closes (after the buffered answer), keeps reading for ``LINGER_S``
     and then closes; everything else is the wrapped transport's."""
 
-    def __init__(self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(
+        self, transport: asyncio.Transport, loop: asyncio.AbstractEventLoop, sending: Callable[[], bool]
+    ) -> None:
         self._transport = transport
         self._loop = loop
+        self._sending = sending  # whether the client may still be sending a request body
         self.lingering = False
 
     def close(self) -> None:
         if self.lingering or self._transport.is_closing():
+            return
+        if not self._sending():  # an idle keep-alive connection (a shutdown, a head timeout): close at once
+            self._transport.close()
             return
         self.lingering = True
         try:
@@ -114,6 +120,12 @@ class _LingeringTransport:
         return getattr(self._transport, name)
 
 
+def _cycle_sending(protocol: Any) -> bool:
+    """True while the protocol's current request has body bytes still to come from the client."""
+    cycle = getattr(protocol, "cycle", None)
+    return bool(cycle is not None and getattr(cycle, "more_body", False))
+
+
 class _HeadTimer:
     """Closes a connection that has not sent a whole request head within ``HEADER_TIMEOUT_S`` of opening
     or of its last answer. Mixed into both protocol classes; ``_cycle_started`` says whether a request
@@ -124,6 +136,9 @@ class _HeadTimer:
     header_timeout_s: float = HEADER_TIMEOUT_S
     _head_timer: asyncio.TimerHandle | None = None
     _armed_for: Any = None
+
+    def _client_sending(self) -> bool:
+        return _cycle_sending(self)
 
     def _arm_head_timer(self) -> None:
         self._cancel_head_timer()
@@ -146,7 +161,7 @@ class _HeadTimer:
 def _make_h11() -> type[asyncio.Protocol]:
     class H11(_HeadTimer, H11Protocol):
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self._lingering = _LingeringTransport(transport, self.loop)  # type: ignore[arg-type]
+            self._lingering = _LingeringTransport(transport, self.loop, self._client_sending)  # type: ignore[arg-type]
             super().connection_made(self._lingering)  # type: ignore[arg-type]
             self._arm_head_timer()
 
@@ -177,7 +192,7 @@ def _make_httptools() -> type[asyncio.Protocol]:
         _refused = False
 
         def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            self._lingering = _LingeringTransport(transport, self.loop)  # type: ignore[arg-type]
+            self._lingering = _LingeringTransport(transport, self.loop, self._client_sending)  # type: ignore[arg-type]
             super().connection_made(self._lingering)  # type: ignore[arg-type]
             self._arm_head_timer()
 
