@@ -156,7 +156,8 @@ def update_index(results_dir: Path) -> Path:
     lines = [
         "# Benchmark reports",
         "",
-        "Written by `make bench` (CPU) and `benchmarks/gpu.py` (GPU); newest first.",
+        "Written by `make bench` (CPU), `make bench-gpu` (a lent GPU), `make stress`, `make bench-stock`,",
+        "`make bench-preview`, `make bench-ray` and `make bench-video-stream`; newest first.",
         "",
     ]
     lines += [f"- [{p.stem}]({p.name})" for p in by_date]
