@@ -19,7 +19,7 @@ IMAGE ?= hf-remote-vae-toolkit
 STAMP := $(VENV)/.installed
 , := ,
 
-.PHONY: install test test-all ci check lint typecheck demo serve bench clean
+.PHONY: install test test-slow test-all ci check lint typecheck demo serve bench clean
 
 install: $(STAMP)
 
@@ -44,15 +44,18 @@ $(STAMP): setup.py pyproject.toml
 # Test tiers. `make test`: the default tier, everything not marked slow (unit tests, then real servers on
 # loopback with tiny VAEs); a few minutes on 2 cores. `make test-all`: every tier, slow ones included (the
 # benchmark scripts, the real stock toolkit side by side, Ray Serve on a local cluster, the light client in a
-# fresh venv, torch.compile); it builds what they need first (.venv-stock, the ray extra).
+# fresh venv, torch.compile); `make test-slow` the slow ones alone, after building what they need (.venv-stock,
+# the ray extra).
 # `make ci` is what .ci/run runs: lint, type checks, every test tier and the stress suite at small counts.
 test: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
-test-all: install install-ray stock-venv
-	REQUIRE_STOCK=1 STOCK_VENV=$(STOCK_VENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+test-slow: install install-ray stock-venv
+	REQUIRE_STOCK=1 STOCK_VENV=$(STOCK_VENV) $(BIN)/python -m pytest -m slow $(PYTEST_ARGS)
 
-ci: lint typecheck test-all stress
+test-all: test test-slow
+
+ci: lint typecheck test test-slow stress
 
 LINTED := src tests benchmarks scripts examples custom_handlers docker docs/examples integrations
 
