@@ -223,8 +223,11 @@ def post(
     retries: RetriesArg = 3,
     token: TokenArg = None,
     session: requests.Session | None = None,
+    stream: bool = False,
 ) -> requests.Response:
     """POST ``data`` with retries; return the 2xx response or raise a ``ServiceError`` subclass.
+
+    ``stream``: return the 2xx response unread (its body is the caller's to iterate and close).
 
     Retried: connection failures (including connect timeouts) and ``Retry.statuses``. Not retried:
     a read timeout (the server may still be working; sending it again doubles the GPU work) and
@@ -240,12 +243,15 @@ def post(
     if bearer:
         send_headers["Authorization"] = f"Bearer {bearer}"
     http = session if session is not None else requests.Session()
+    owned = session is None
     try:
         attempt = 0
         while True:
             error: ServiceError
             try:
-                response = http.post(endpoint, data=data, params=query, headers=send_headers, timeout=connect_read)
+                response = http.post(
+                    endpoint, data=data, params=query, headers=send_headers, timeout=connect_read, stream=stream
+                )
             except (
                 requests.exceptions.MissingSchema,
                 requests.exceptions.InvalidSchema,
@@ -266,8 +272,10 @@ def post(
                 raise ClientConnectionError(f"broken response from {endpoint}: {exc}", request_id=request_id) from None
             else:
                 if response.ok:
+                    owned = owned and not stream  # a streamed body still needs its connection
                     return response
                 error = _error_from_response(response, request_id)
+                response.close()
                 if response.status_code not in policy.statuses:
                     raise error
             if attempt >= policy.total:
@@ -275,5 +283,5 @@ def post(
             time.sleep(policy.wait(attempt, error.retry_after))
             attempt += 1
     finally:
-        if session is None:
+        if owned:
             http.close()

@@ -22,7 +22,6 @@ import json
 import os
 import sys
 import time
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,10 @@ import requests
 
 from .. import protocol
 from ..errors import ServiceError
-from ..protocol import HEADER_REQUEST_ID, TENSOR_BINARY, VIDEO_MP4, encode_query
+from ..protocol import HEADER_REQUEST_ID, TENSOR_BINARY, VIDEO_MP4
 from ._arrays import array_bytes, wire_dtype
 from ._errors import ClientConnectionError, ClientTimeout
-from ._http import RetriesArg, TimeoutArg, TokenArg, _as_retry, _as_timeout, _error_from_response, resolve_token
+from ._http import RetriesArg, TimeoutArg, TokenArg, post
 
 __all__ = ["stream_decode_to_file", "iter_decode_frames", "StreamTruncated", "StreamResult", "HEADER_FRAMES"]
 
@@ -100,46 +99,20 @@ def _open(
     token: TokenArg,
     session: requests.Session | None,
 ) -> tuple[requests.Response, str]:
-    """POST and return the open (unread) 200 response and the request id; errors before the body as usual."""
-    policy = _as_retry(retries)
-    connect_read = _as_timeout(timeout)
-    request_id = uuid.uuid4().hex
-    headers = {"Content-Type": TENSOR_BINARY, "Accept": accept, HEADER_REQUEST_ID: request_id}
-    bearer = resolve_token(endpoint, token)
-    if bearer:
-        headers["Authorization"] = f"Bearer {bearer}"
-    body = array_bytes(tensor)
-    query = encode_query(params)
-    http = session if session is not None else requests.Session()
-    attempt = 0
-    while True:
-        error: ServiceError
-        try:
-            response = http.post(endpoint, data=body, params=query, headers=headers, timeout=connect_read, stream=True)
-        except (
-            requests.exceptions.MissingSchema,
-            requests.exceptions.InvalidSchema,
-            requests.exceptions.InvalidURL,
-        ) as exc:
-            raise ValueError(f"invalid endpoint URL {endpoint!r}: {exc}") from None
-        except requests.ConnectionError as exc:
-            error = ClientConnectionError(f"could not reach {endpoint}: {exc}", request_id=request_id)
-        except requests.Timeout as exc:
-            raise ClientTimeout(
-                f"no answer from {endpoint} within {connect_read[1]:g} s: {exc}", request_id=request_id
-            ) from None
-        else:
-            if response.ok:
-                return response, response.headers.get(HEADER_REQUEST_ID) or request_id
-            response.content  # noqa: B018 - read the (small) error body, then release the connection
-            error = _error_from_response(response, request_id)
-            response.close()
-            if response.status_code not in policy.statuses:
-                raise error
-        if attempt >= policy.total:
-            raise error
-        time.sleep(policy.wait(attempt, error.retry_after))
-        attempt += 1
+    """POST and return the open (unread) 200 response and the request id; errors before the body as usual
+    (``_http.post``: its retries, timeouts and typed errors)."""
+    response = post(
+        endpoint,
+        data=array_bytes(tensor),
+        params=params,
+        headers={"Content-Type": TENSOR_BINARY, "Accept": accept},
+        timeout=timeout,
+        retries=retries,
+        token=token,
+        session=session,
+        stream=True,
+    )
+    return response, response.headers.get(HEADER_REQUEST_ID) or str(response.request.headers[HEADER_REQUEST_ID])
 
 
 def _chunks(response: requests.Response, request_id: str, what: str, size: int | None) -> Iterator[bytes]:
