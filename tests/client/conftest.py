@@ -5,7 +5,8 @@ from __future__ import annotations
 import io
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
@@ -192,3 +193,28 @@ def tiny_sd_parts() -> Any:
         )
 
     return SimpleNamespace(make=make, embed_dim=EMBED_DIM)
+
+
+def _serve(model_repo: Callable[[str], Path], name: str) -> Iterator[str]:
+    with running_server(model_repo(name)) as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def sd_decode(model_repo: Callable[[str], Path]) -> Iterator[str]:
+    yield from _serve(model_repo, "sd-v1-decode")
+
+
+@pytest.fixture(scope="module")
+def sd_encode(model_repo: Callable[[str], Path]) -> Iterator[str]:
+    yield from _serve(model_repo, "sd-v1-encode")
+
+
+@pytest.fixture(scope="module")
+def flux_decode(model_repo: Callable[[str], Path]) -> Iterator[str]:
+    yield from _serve(model_repo, "flux-decode")
+
+
+@pytest.fixture(scope="module")
+def video_decode(model_repo: Callable[[str], Path]) -> Iterator[str]:
+    yield from _serve(model_repo, "hunyuanvideo-decode")

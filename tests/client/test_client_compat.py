@@ -3,9 +3,6 @@ against the real SD v1 and Flux handlers (tiny random weights) on loopback."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import pytest
 import torch
 from diffusers.image_processor import VaeImageProcessor
@@ -13,29 +10,6 @@ from diffusers.utils import remote_utils as reference
 from PIL import Image
 
 from hf_remote_vae_toolkit.client import remote_decode, remote_encode
-from hf_remote_vae_toolkit.testing import running_server
-from hf_remote_vae_toolkit.vae.repo import init_repo
-
-
-def _serve(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model_dir = init_repo(name, tmp_path_factory.mktemp(name) / "repo", random_weights="tiny")
-    with running_server(Path(model_dir)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def sd_decode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve("sd-v1-decode", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def sd_encode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve("sd-v1-encode", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def flux_decode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve("flux-decode", tmp_path_factory)
 
 
 def assert_same(ours, theirs) -> None:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import io
 import warnings
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import av
@@ -18,29 +17,6 @@ from diffusers.utils import remote_utils as reference
 from PIL import Image
 
 from hf_remote_vae_toolkit.client import decode_many, remote_decode, remote_encode
-from hf_remote_vae_toolkit.testing import running_server
-from hf_remote_vae_toolkit.vae.repo import init_repo
-
-
-def _serve(name: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    model_dir = init_repo(name, tmp_path_factory.mktemp(name) / "repo", random_weights="tiny")
-    with running_server(Path(model_dir)) as url:
-        yield url
-
-
-@pytest.fixture(scope="module")
-def sd_decode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve("sd-v1-decode", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def sd_encode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve("sd-v1-encode", tmp_path_factory)
-
-
-@pytest.fixture(scope="module")
-def video_decode(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    yield from _serve("hunyuanvideo-decode", tmp_path_factory)
 
 
 def _frames(mp4: bytes) -> tuple[int, int, int]:
